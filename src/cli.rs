@@ -1,0 +1,165 @@
+//! Command-line interface: parses arguments, loads the config and dispatches to the
+//! library. The only place besides `main.rs` that uses `anyhow`.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+
+use crate::config::{Config, Context, Root, DEFAULT_CONFIG_PATH};
+use crate::logging::{self, LogFormat};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cfy-init",
+    version,
+    about = "PID 1 init and supervisor for the Cloudify Manager container"
+)]
+pub struct Cli {
+    /// Config file layered over the embedded default (else /etc/cfy-init/config.yaml if present).
+    #[arg(long, global = true, env = "CFY_INIT_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Directory that stands for `/` for every path cfy-init touches (for tests and sandboxes).
+    #[arg(long, global = true, env = "CFY_INIT_ROOT", default_value = "/")]
+    pub root: PathBuf,
+    /// Log format (overrides `log.format`).
+    #[arg(long, global = true, env = "CFY_INIT_LOG_FORMAT")]
+    pub log_format: Option<LogFormat>,
+    #[command(subcommand)]
+    pub command: Option<Command>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Boot: persist, secret, patch, then supervise (the default). With `-- CMD ARGS...`,
+    /// supervise just CMD and exit with its status.
+    Run {
+        #[arg(last = true)]
+        main: Vec<String>,
+    },
+    /// Only seed / adopt the persistent store and link into it (for init containers).
+    Persist,
+    /// Only restore the service-account credentials mount.
+    Secret,
+    /// Only patch Cloudify's config.yaml.
+    Patch,
+    /// Inspect the configuration.
+    Config {
+        #[command(subcommand)]
+        cmd: ConfigCmd,
+    },
+    /// Show the running init's status (via the control socket).
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Exit 0 when the running init is ready, 1 otherwise (for exec probes).
+    Ready,
+    /// Manage snapshots of the persistent store.
+    Snapshot {
+        #[command(subcommand)]
+        cmd: SnapshotCmd,
+    },
+    /// Restore the store from an archive file or a snapshot id.
+    Restore { source: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCmd {
+    /// Validate a config file (default: the one that would be used).
+    Check { file: Option<PathBuf> },
+    /// Print the effective config, secrets redacted.
+    Show,
+    /// Print the embedded default config.
+    Default,
+    /// Print the JSON schema of the config.
+    Schema,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SnapshotCmd {
+    /// Take a snapshot now.
+    Create,
+    /// List snapshots.
+    List,
+    /// Download a snapshot archive to FILE.
+    Download { id: String, file: PathBuf },
+    /// Delete a snapshot.
+    Delete { id: String },
+}
+
+/// The config file to use: `--config` / `CFY_INIT_CONFIG`, else the default path if present.
+fn config_file(cli: &Cli, root: &Root) -> Option<PathBuf> {
+    cli.config.clone().or_else(|| {
+        let p = root.path(std::path::Path::new(DEFAULT_CONFIG_PATH));
+        p.exists().then_some(p)
+    })
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            // One line: the chain of causes joined, no backtrace.
+            eprintln!("cfy-init: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let root = Root::new(&cli.root);
+    if let Some(Command::Config { cmd }) = &cli.command {
+        return config_command(cmd, &cli, &root);
+    }
+    let file = config_file(&cli, &root);
+    let config = Config::load(file.as_deref(), &root)?;
+    logging::init(
+        cli.log_format.unwrap_or(config.log.format),
+        &config.log.level,
+    );
+    let ctx = Context {
+        config,
+        root,
+        config_path: file,
+    };
+    match cli.command.unwrap_or(Command::Run { main: Vec::new() }) {
+        Command::Run { main } => crate::boot::run(ctx, main),
+        Command::Persist => crate::boot::step_persist(&ctx).map(|_| ExitCode::SUCCESS),
+        Command::Secret => crate::boot::step_secret(&ctx).map(|_| ExitCode::SUCCESS),
+        Command::Patch => crate::boot::step_patch(&ctx).map(|_| ExitCode::SUCCESS),
+        Command::Status { json } => crate::hooks::client::status(&ctx, json),
+        Command::Ready => crate::hooks::client::ready(&ctx),
+        Command::Snapshot { cmd } => crate::hooks::client::snapshot(&ctx, cmd),
+        Command::Restore { source } => crate::hooks::client::restore(&ctx, &source),
+        Command::Config { .. } => unreachable!("handled above"),
+    }
+}
+
+fn config_command(cmd: &ConfigCmd, cli: &Cli, root: &Root) -> anyhow::Result<ExitCode> {
+    match cmd {
+        ConfigCmd::Check { file } => {
+            let file = file.clone().or_else(|| config_file(cli, root));
+            Config::load(file.as_deref(), root)?;
+            let what = file
+                .map(|f| f.display().to_string())
+                .unwrap_or("embedded default".into());
+            println!("{what}: ok");
+        }
+        ConfigCmd::Show => {
+            let config = Config::load(config_file(cli, root).as_deref(), root)?;
+            print!("{}", config.to_yaml_redacted());
+        }
+        ConfigCmd::Default => print!("{}", crate::config::default_yaml()),
+        ConfigCmd::Schema => {
+            let schema = schemars::schema_for!(Config);
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&schema).context("schema")?
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

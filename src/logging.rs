@@ -1,0 +1,65 @@
+//! Logging set-up: one line per event through `tracing`, text by default, JSON on request.
+//! Child output is logged by the supervisor with the service name as a field and prefix.
+
+use serde::{Deserialize, Serialize};
+
+/// Output format of the init's own log.
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    Default,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    schemars::JsonSchema,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable single lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `log:` section of the config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// `text` or `json`. Overridden by `--log-format` / `CFY_INIT_LOG_FORMAT`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `info,cfy_init::persist=debug`.
+    /// Overridden by `CFY_INIT_LOG`.
+    pub level: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".into(),
+        }
+    }
+}
+
+/// Install the global subscriber. Safe to call more than once (later calls are ignored),
+/// so tests and subcommands can all call it.
+pub fn init(format: LogFormat, level: &str) {
+    use tracing_subscriber::{fmt, EnvFilter};
+    let filter = std::env::var("CFY_INIT_LOG")
+        .ok()
+        .and_then(|f| EnvFilter::try_new(f).ok())
+        .or_else(|| EnvFilter::try_new(level).ok())
+        .unwrap_or_else(|| EnvFilter::new("info"));
+    let builder = fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    };
+}

@@ -1,0 +1,454 @@
+//! The service supervisor: one state machine per service, dependency order, readiness
+//! checks, restarts with back-off, crash-loop limits and ordered shutdown.
+//!
+//! One model serves every source of service definitions: native YAML services
+//! ([`SuperviseConfig::services`]) and supervisord `[program:x]` sections (converted by
+//! [`crate::supervisord`]) both become a [`ServiceSpec`]. Process states use supervisord's
+//! names ([`ProcessState`]) so the XML-RPC interface needs no translation.
+//!
+//! Other modules talk to the running supervisor only through [`SupervisorHandle`].
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Root, Section};
+
+mod handle;
+pub use handle::{Origin, SupervisorHandle, SupervisorStats};
+
+/// `supervise:` section of the config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SuperviseConfig {
+    /// Overall shutdown deadline: after it every remaining process group gets SIGKILL.
+    /// The default leaves a margin inside `docker stop`'s 10 s.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub shutdown_deadline: Duration,
+    /// Where catchable signals other than the shutdown and reload ones go: `main` (the main
+    /// process in `run -- CMD` mode, else every service) or `all`.
+    pub forward_signals: ForwardSignals,
+    /// Native service definitions.
+    pub services: Vec<ServiceSpec>,
+}
+
+impl Default for SuperviseConfig {
+    fn default() -> Self {
+        Self {
+            shutdown_deadline: Duration::from_secs(9),
+            forward_signals: ForwardSignals::Main,
+            services: Vec::new(),
+        }
+    }
+}
+
+impl Section for SuperviseConfig {
+    fn reroot(&mut self, root: &Root) {
+        for s in &mut self.services {
+            s.reroot(root);
+        }
+    }
+}
+
+/// Who receives forwarded signals.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ForwardSignals {
+    Main,
+    All,
+}
+
+/// One supervised service (a long-running process or a one-shot task).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceSpec {
+    /// Unique name; also the `[name]` prefix of its log lines.
+    pub name: String,
+    /// supervisord process group (defaults to the name).
+    #[serde(default)]
+    pub group: Option<String>,
+    /// Program and arguments, executed directly (no shell unless `shell: true`).
+    pub command: Vec<String>,
+    /// Run `command` joined by spaces through `/bin/sh -c`.
+    #[serde(default)]
+    pub shell: bool,
+    /// User name or uid to run as (default: the init's own).
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Group name or gid (default: the user's primary group).
+    #[serde(default, rename = "user_group")]
+    pub run_group: Option<String>,
+    /// Supplementary groups (default: the user's groups from /etc/group).
+    #[serde(default)]
+    pub supplementary_groups: Option<Vec<String>>,
+    /// Extra environment variables.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Files of `KEY=value` lines read at each start (host paths).
+    #[serde(default)]
+    pub env_files: Vec<PathBuf>,
+    /// Working directory (host path).
+    #[serde(default)]
+    pub working_dir: Option<PathBuf>,
+    /// umask, octal as a string ("0027") or a number.
+    #[serde(default)]
+    pub umask: Option<String>,
+    /// Resource limits by name (`nofile`, `nproc`, `core`, ...), soft = hard.
+    #[serde(default)]
+    pub rlimits: BTreeMap<String, u64>,
+    /// Services that must be ready (or, for tasks, completed) before this one starts.
+    #[serde(default)]
+    pub depends_on: Vec<String>,
+    /// `longrun` (default), `oneshot` (run to completion before dependents) or
+    /// `after-ready` (one-shot run once per store, guarded by `marker`).
+    #[serde(default)]
+    pub kind: ServiceKind,
+    /// For `after-ready` tasks: marker file (host path) created on success; the task is
+    /// skipped while it exists.
+    #[serde(default)]
+    pub marker: Option<PathBuf>,
+    /// How to tell that the service is ready.
+    #[serde(default)]
+    pub readiness: Readiness,
+    /// Seconds the process must stay up to count as started (supervisord `startsecs`).
+    #[serde(default = "defaults::startsecs", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub startsecs: Duration,
+    /// Failed start attempts before FATAL (supervisord `startretries`).
+    #[serde(default = "defaults::startretries")]
+    pub startretries: u32,
+    /// When to restart after the process exits.
+    #[serde(default)]
+    pub restart: RestartPolicy,
+    /// Exit codes that count as expected (for `on-failure`).
+    #[serde(default = "defaults::exit_codes")]
+    pub exit_codes: Vec<i32>,
+    /// Back-off between restarts: starts at `initial`, doubles up to `max`.
+    #[serde(default)]
+    pub backoff: Backoff,
+    /// More than `max_restarts` restarts within `window` marks the service failed (FATAL).
+    #[serde(default)]
+    pub crash_loop: CrashLoop,
+    /// A required service that fails for good shuts everything down, non-zero exit.
+    #[serde(default)]
+    pub required: bool,
+    /// Start at boot (supervisord `autostart`).
+    #[serde(default = "defaults::yes")]
+    pub autostart: bool,
+    /// supervisord `priority`: lower starts first and stops last, among equals.
+    #[serde(default = "defaults::priority")]
+    pub priority: i32,
+    /// Signal that asks the service to stop (`TERM`, `INT`, `QUIT`, `HUP`, `USR1`, ...).
+    #[serde(default = "defaults::stop_signal")]
+    pub stop_signal: String,
+    /// Time between the stop signal and SIGKILL.
+    #[serde(default = "defaults::stop_timeout", with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub stop_timeout: Duration,
+    /// Send the stop signal to the whole process group (supervisord `stopasgroup`).
+    #[serde(default)]
+    pub stop_as_group: bool,
+    /// Where stdout goes.
+    #[serde(default)]
+    pub stdout: LogTarget,
+    /// Where stderr goes.
+    #[serde(default)]
+    pub stderr: LogTarget,
+    /// Send stderr to stdout's target (supervisord `redirect_stderr`).
+    #[serde(default)]
+    pub redirect_stderr: bool,
+    /// Where the definition came from (`config` or a supervisord file path), for messages.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+}
+
+mod defaults {
+    use std::time::Duration;
+    pub fn startsecs() -> Duration {
+        Duration::from_secs(1)
+    }
+    pub fn startretries() -> u32 {
+        3
+    }
+    pub fn exit_codes() -> Vec<i32> {
+        vec![0]
+    }
+    pub fn yes() -> bool {
+        true
+    }
+    pub fn priority() -> i32 {
+        999
+    }
+    pub fn stop_signal() -> String {
+        "TERM".into()
+    }
+    pub fn stop_timeout() -> Duration {
+        Duration::from_secs(10)
+    }
+}
+
+impl ServiceSpec {
+    /// Re-root the host paths of this service (not its command line).
+    pub fn reroot(&mut self, root: &Root) {
+        for f in &mut self.env_files {
+            root.apply(f);
+        }
+        for p in [&mut self.working_dir, &mut self.marker]
+            .into_iter()
+            .flatten()
+        {
+            root.apply(p);
+        }
+        self.readiness.reroot(root);
+        self.stdout.reroot(root);
+        self.stderr.reroot(root);
+    }
+
+    /// The supervisord group name.
+    pub fn group_name(&self) -> &str {
+        self.group.as_deref().unwrap_or(&self.name)
+    }
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServiceKind {
+    #[default]
+    Longrun,
+    Oneshot,
+    AfterReady,
+}
+
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum RestartPolicy {
+    #[default]
+    Always,
+    OnFailure,
+    Never,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Backoff {
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub initial: Duration,
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub max: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct CrashLoop {
+    pub max_restarts: u32,
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub window: Duration,
+}
+
+impl Default for CrashLoop {
+    fn default() -> Self {
+        Self {
+            max_restarts: 5,
+            window: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A readiness check and its timing.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Readiness {
+    /// What to check.
+    pub check: ReadinessCheck,
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub interval: Duration,
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Failed checks in a row before the start counts as failed (0 = keep trying).
+    pub retries: u32,
+}
+
+impl Default for Readiness {
+    fn default() -> Self {
+        Self {
+            check: ReadinessCheck::Started,
+            interval: Duration::from_millis(250),
+            timeout: Duration::from_secs(2),
+            retries: 0,
+        }
+    }
+}
+
+impl Readiness {
+    fn reroot(&mut self, root: &Root) {
+        if let ReadinessCheck::File { path } = &mut self.check {
+            root.apply(path);
+        }
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "type", deny_unknown_fields)]
+pub enum ReadinessCheck {
+    /// Ready once the process is up for `startsecs`.
+    #[default]
+    Started,
+    /// Ready when a TCP connect to `address` (host:port) succeeds.
+    Tcp { address: String },
+    /// Ready when GET `url` answers 2xx.
+    Http { url: String },
+    /// Ready when `command` exits 0.
+    Exec { command: Vec<String> },
+    /// Ready when `path` exists (host path).
+    File { path: PathBuf },
+}
+
+/// Where a child's output goes.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case", tag = "type", deny_unknown_fields)]
+pub enum LogTarget {
+    /// Line by line into the init's log, prefixed `[name]` (supervisord's `/dev/fd/1|2`).
+    #[default]
+    Log,
+    /// A file with size-based rotation (host path).
+    File {
+        path: PathBuf,
+        max_bytes: u64,
+        backups: u32,
+    },
+    /// Discarded.
+    Null,
+}
+
+impl LogTarget {
+    fn reroot(&mut self, root: &Root) {
+        if let LogTarget::File { path, .. } = self {
+            root.apply(path);
+        }
+    }
+}
+
+/// supervisord's process states, with its numeric codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "UPPERCASE")]
+pub enum ProcessState {
+    Stopped = 0,
+    Starting = 10,
+    Running = 20,
+    Backoff = 30,
+    Stopping = 40,
+    Exited = 100,
+    Fatal = 200,
+    Unknown = 1000,
+}
+
+impl ProcessState {
+    pub fn code(self) -> i32 {
+        self as i32
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            ProcessState::Stopped => "STOPPED",
+            ProcessState::Starting => "STARTING",
+            ProcessState::Running => "RUNNING",
+            ProcessState::Backoff => "BACKOFF",
+            ProcessState::Stopping => "STOPPING",
+            ProcessState::Exited => "EXITED",
+            ProcessState::Fatal => "FATAL",
+            ProcessState::Unknown => "UNKNOWN",
+        }
+    }
+}
+
+/// A point-in-time view of one service, as reported by status APIs.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ServiceInfo {
+    pub name: String,
+    pub group: String,
+    pub state: ProcessState,
+    /// Readiness check passed (for tasks: completed successfully).
+    pub ready: bool,
+    pub pid: Option<u32>,
+    /// Unix seconds of the last start / stop (0 = never).
+    pub start_time: u64,
+    pub stop_time: u64,
+    /// Raw wait status of the last exit, and its exit code (or 128+signal).
+    pub last_exit_code: Option<i32>,
+    pub restarts: u64,
+    /// Why the last spawn failed, if it did.
+    pub spawn_error: Option<String>,
+    /// supervisord-style description ("pid 12, uptime 0:01:02", "Exited too quickly", ...).
+    pub description: String,
+    pub required: bool,
+    pub kind: ServiceKind,
+}
+
+/// Which output stream of a service.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stream {
+    Stdout,
+    Stderr,
+}
+
+/// Errors of supervisor operations; each maps onto a supervisord fault.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SuperviseError {
+    #[error("no such service: {0}")]
+    BadName(String),
+    #[error("{0}: already started")]
+    AlreadyStarted(String),
+    #[error("{0}: not running")]
+    NotRunning(String),
+    #[error("{name}: cannot start: {reason}")]
+    SpawnError { name: String, reason: String },
+    #[error("{0}: exited before it was up (abnormal termination)")]
+    AbnormalTermination(String),
+    #[error("{0}: failed for good")]
+    Failed(String),
+    #[error("{0}: bad signal name")]
+    BadSignal(String),
+    #[error("{0}: bad argument")]
+    BadArguments(String),
+    #[error("the supervisor is shutting down")]
+    ShuttingDown,
+}
+
+/// What applying a new set of definitions changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct UpdateReport {
+    pub added: Vec<String>,
+    pub changed: Vec<String>,
+    pub removed: Vec<String>,
+}
+
+/// Output captured for `tail`: the last bytes a service wrote on one stream.
+#[derive(Debug, Clone, Default)]
+pub struct LogTail {
+    /// The bytes, ending at `end_offset`.
+    pub bytes: Vec<u8>,
+    /// Total bytes ever written on this stream (supervisord's offset).
+    pub end_offset: u64,
+    /// True when older bytes were dropped from the buffer.
+    pub overflow: bool,
+}
