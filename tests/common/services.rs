@@ -248,10 +248,9 @@ impl Init {
 
     /// Wait for the whole namespace to end; cfy-init's exit status as unshare reports it.
     pub fn wait_exit(&mut self) -> ExitStatus {
-        let st = poll("cfy-init to exit", PATIENCE, || {
+        poll("cfy-init to exit", PATIENCE, || {
             self.child.try_wait().unwrap()
-        });
-        st
+        })
     }
 
     /// Host pid of the direct child of cfy-init whose command line contains `needle`.
