@@ -829,9 +829,13 @@ impl State {
     }
 
     fn stopped(&mut self, name: &str, pid: i32) {
-        // Stragglers left in its process group go with it.
-        kill_group(pid, libc::SIGKILL);
+        // Stragglers left in its process group (a wrapper script's children) get the stop
+        // signal too; whatever ignores it dies with the init or at the deadline.
         let svc = self.services.get_mut(name).expect("known");
+        kill_group(
+            pid,
+            pid1::parse_signal(&svc.spec.stop_signal).unwrap_or(libc::SIGTERM),
+        );
         svc.state = ProcessState::Stopped;
         svc.note = Some("Stopped".into());
         tracing::info!(service = name, "stopped");
@@ -956,8 +960,8 @@ impl State {
         });
     }
 
-    /// Stop each running service once every service started after it that depends on it,
-    /// or has a higher priority, is gone.
+    /// Stop each running service once every service started after it that depends on it
+    /// (even transitively), or has a higher priority, is gone.
     fn shutdown_step(&mut self) {
         let alive: Vec<bool> = self
             .order
@@ -973,7 +977,7 @@ impl State {
             let blocked = self.order[i + 1..].iter().enumerate().any(|(j, later)| {
                 let l = &self.services[later];
                 alive[i + 1 + j]
-                    && (l.spec.depends_on.contains(name) || l.spec.priority > svc.spec.priority)
+                    && (l.spec.priority > svc.spec.priority || self.depends_on(later, name))
             });
             if !blocked {
                 to_stop.push(name.clone());
@@ -982,6 +986,27 @@ impl State {
         for name in to_stop {
             self.begin_stop(&name);
         }
+    }
+
+    /// Whether `who` depends on `on`, directly or through other services (a completed
+    /// one-shot in between still links them).
+    fn depends_on(&self, who: &str, on: &str) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![who];
+        while let Some(n) = stack.pop() {
+            let Some(svc) = self.services.get(n) else {
+                continue;
+            };
+            for d in &svc.spec.depends_on {
+                if d == on {
+                    return true;
+                }
+                if seen.insert(d.as_str()) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
     }
 
     fn on_deadline(&mut self) {

@@ -321,7 +321,7 @@ impl Postgres {
       stop_signal: INT
       stop_timeout: 20s
       readiness:
-        check: {{type: exec, command: [pg_isready, -q, -h, 127.0.0.1, -p, "{port}"]}}
+        check: {{type: exec, command: [pg_isready, -q, -U, postgres, -h, 127.0.0.1, -p, "{port}"]}}
         interval: 100ms
 {extra}"#,
             data = self.data.display(),
@@ -431,7 +431,8 @@ impl Rabbit {
         let b = self.base.display();
         format!(
             r#"    - name: {name}
-      command: [rabbitmq-server]
+      # The inner script: Debian's /usr/sbin wrapper hard-codes /var/lib and /var/log paths.
+      command: [/usr/lib/rabbitmq/bin/rabbitmq-server]
       user: rabbitmq
       umask: "0027"
       exit_codes: [0, 69]
