@@ -182,3 +182,30 @@ supervise:
         "polite was stopped before its dependent",
     );
 }
+
+#[test]
+fn supervisor_mode_forwards_signals_to_every_service() {
+    let sb = Sandbox::new();
+    let mut services = String::from("supervise:\n  forward_signals: all\n  services:\n");
+    for n in ["one", "two"] {
+        services.push_str(&format!(
+            "    - name: {n}\n      command: [sh, -c, \"trap 'echo {n} >> {got}' USR2; touch {ready}-{n}; while :; do sleep 0.05; done\"]\n      startsecs: 0s\n",
+            got = sb.path("got").display(),
+            ready = sb.path("ready").display(),
+        ));
+    }
+    let mut init = sb.start(&services, &[], "fwd-all");
+    for n in ["one", "two"] {
+        let f = sb.path(&format!("ready-{n}"));
+        poll("service ready", PATIENCE, || f.exists().then_some(()));
+    }
+    init.signal(libc::SIGUSR2);
+    let got = sb.path("got");
+    poll("both services to get USR2", PATIENCE, || {
+        let t = std::fs::read_to_string(&got).unwrap_or_default();
+        (t.contains("one") && t.contains("two")).then_some(())
+    });
+    init.signal(libc::SIGINT);
+    let code = init.wait_exit().code().unwrap();
+    init.check(code == 0, &format!("exit {code}, want 0"));
+}

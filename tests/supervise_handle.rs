@@ -225,6 +225,24 @@ async fn exercise(h: &SupervisorHandle) {
         "999"
     );
     assert!(h.info("echo").await.is_ok(), "native services untouched");
+
+    // A FATAL service can be started again by hand (and fails again, with the fault).
+    h.add(
+        spec("name: dud\ncommand: [sh, -c, 'exit 1']\nstartretries: 0\n"),
+        Origin::Supervisord,
+    )
+    .await
+    .unwrap();
+    until(h, "dud fatal", |s| state(s, "dud") == ProcessState::Fatal).await;
+    assert_eq!(
+        h.start("dud", true).await,
+        Err(SuperviseError::AbnormalTermination("dud".into()))
+    );
+    let i = h.info("dud").await.unwrap();
+    assert_eq!(
+        (i.state, i.restarts, i.last_exit_code),
+        (ProcessState::Fatal, 1, Some(1))
+    );
     assert!(h.stats().reaped >= 5);
     assert!(!h.is_shutting_down());
 }

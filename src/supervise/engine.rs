@@ -363,6 +363,9 @@ impl State {
             return Err(SuperviseError::AlreadyStarted(name.to_string()));
         }
         svc.want_up = true;
+        if matches!(svc.state, ProcessState::Fatal | ProcessState::Exited) {
+            svc.state = ProcessState::Stopped;
+        }
         svc.attempts = 0;
         svc.recent.clear();
         svc.note = None;
@@ -454,8 +457,9 @@ impl State {
                         self.begin_stop(&name);
                     } else {
                         svc.cancel_timer();
-                        if svc.state == ProcessState::Backoff {
+                        if matches!(svc.state, ProcessState::Backoff | ProcessState::Fatal) {
                             svc.state = ProcessState::Stopped;
+                            svc.attempts = 0;
                         }
                         svc.want_up = spec.autostart || svc.want_up;
                         svc.spec = spec;
