@@ -234,3 +234,48 @@ supervise:
         "file output also went to the init's log",
     );
 }
+
+#[test]
+fn process_environment_user_groups_umask_rlimits_env() {
+    let sb = Sandbox::new();
+    let out_dir = sb.dir_for("out", "postgres", false);
+    let work = sb.dir_for("work", "postgres", false);
+    sb.write(
+        "etc/svc.env",
+        "# comment\nFROM_FILE=\"file value\"\nBOTH=file\n",
+    );
+    let out = out_dir.join("report");
+    let config = format!(
+        r#"
+supervise:
+  services:
+    - name: probe-env
+      kind: oneshot
+      command: [sh, -c, 'echo "$(id -un) $(id -gn) [$(id -Gn)] $(umask) $(ulimit -n) $(pwd) $FROM_FILE/$BOTH/$HOME" > {out}']
+      user: postgres
+      supplementary_groups: [ssl-cert]
+      umask: "0027"
+      rlimits: {{nofile: 1234}}
+      working_dir: /work
+      env_files: [/etc/svc.env]
+      env: {{BOTH: env}}
+"#,
+        out = out.display()
+    );
+    let mut init = sb.start(&config, &[], "env");
+    init.wait_event("completed", "probe-env", 1);
+    let report = std::fs::read_to_string(&out).unwrap();
+    let home = nix::unistd::User::from_name("postgres")
+        .unwrap()
+        .unwrap()
+        .dir;
+    assert_eq!(
+        report.trim(),
+        format!(
+            "postgres postgres [postgres ssl-cert] 0027 1234 {} file value/env/{}",
+            work.display(),
+            home.display()
+        )
+    );
+    stop(init);
+}
