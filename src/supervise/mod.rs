@@ -16,8 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Root, Section};
 
+mod engine;
 mod handle;
+pub mod logs;
+pub mod order;
+pub mod readiness;
+mod runner;
+pub mod spawn;
 pub use handle::{Origin, SupervisorHandle, SupervisorStats};
+pub use runner::{run, RunError, Runner, Task};
 
 /// `supervise:` section of the config.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -50,6 +57,26 @@ impl Section for SuperviseConfig {
         for s in &mut self.services {
             s.reroot(root);
         }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.services {
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!(
+                    "supervise.services: {:?} is defined twice; names must be unique",
+                    s.name
+                ));
+            }
+            s.validate()
+                .map_err(|e| format!("supervise.services[{}]: {e}", s.name))?;
+        }
+        if let Some(cycle) = order::find_cycle(&self.services) {
+            return Err(format!(
+                "supervise.services: dependency cycle {cycle}; remove one depends_on"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -205,6 +232,35 @@ impl ServiceSpec {
         self.readiness.reroot(root);
         self.stdout.reroot(root);
         self.stderr.reroot(root);
+    }
+
+    /// Check what serde cannot: the message says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', ':', ' ']) {
+            return Err("name must be non-empty, without '/', ':' or spaces".into());
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err("command is empty; give the program and its arguments".into());
+        }
+        if crate::pid1::parse_signal(&self.stop_signal).is_none() {
+            return Err(format!(
+                "stop_signal {:?} is not a signal name (TERM, INT, QUIT, HUP, USR1, ...)",
+                self.stop_signal
+            ));
+        }
+        if let Some(m) = &self.umask {
+            spawn::parse_umask(m)?;
+        }
+        for name in self.rlimits.keys() {
+            spawn::rlimit_resource(name)?;
+        }
+        if self.kind == ServiceKind::AfterReady && self.marker.is_none() {
+            return Err("kind after-ready needs `marker` (the run-once file)".into());
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return Err("backoff needs 0 < initial <= max".into());
+        }
+        Ok(())
     }
 
     /// The supervisord group name.
@@ -451,4 +507,66 @@ pub struct LogTail {
     pub end_offset: u64,
     /// True when older bytes were dropped from the buffer.
     pub overflow: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> SuperviseConfig {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_problem_and_the_fix() {
+        let cases = [
+            (
+                "services: [{name: a, command: [x]}, {name: a, command: [y]}]",
+                "\"a\" is defined twice",
+            ),
+            (
+                "services: [{name: a, command: [x], depends_on: [b]}, {name: b, command: [x], depends_on: [a]}]",
+                "dependency cycle a -> b -> a",
+            ),
+            ("services: [{name: a, command: []}]", "services[a]: command is empty"),
+            (
+                "services: [{name: a, command: [x], stop_signal: NOPE}]",
+                "stop_signal \"NOPE\" is not a signal name",
+            ),
+            ("services: [{name: a, command: [x], umask: '99'}]", "bad umask"),
+            ("services: [{name: a, command: [x], rlimits: {files: 1}}]", "unknown rlimit"),
+            (
+                "services: [{name: a, command: [x], kind: after-ready}]",
+                "kind after-ready needs `marker`",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = config(yaml).validate().unwrap_err();
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+        config("services: [{name: a, command: [x], stop_signal: RTMIN+3, depends_on: [supervisord-prog]}]")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn host_paths_are_rerooted_but_commands_are_not() {
+        let mut c = config(
+            "services: [{name: a, command: [/bin/x], working_dir: /w, env_files: [/e], \
+             kind: after-ready, marker: /m, stdout: {type: file, path: /l, max_bytes: 1, backups: 1}, \
+             readiness: {check: {type: file, path: /r}}}]",
+        );
+        c.reroot(&Root::new("/R"));
+        let s = &c.services[0];
+        assert_eq!(s.command[0], "/bin/x");
+        assert_eq!(s.working_dir.as_deref(), Some(std::path::Path::new("/R/w")));
+        assert_eq!(s.env_files[0], PathBuf::from("/R/e"));
+        assert_eq!(s.marker.as_deref(), Some(std::path::Path::new("/R/m")));
+        assert!(
+            matches!(&s.stdout, LogTarget::File { path, .. } if path == std::path::Path::new("/R/l"))
+        );
+        assert!(
+            matches!(&s.readiness.check, ReadinessCheck::File { path } if path == std::path::Path::new("/R/r"))
+        );
+    }
 }
