@@ -4,6 +4,7 @@
 
 use std::fs;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -72,6 +73,7 @@ pub fn run(ctx: &Context) -> Result<PersistReport, PersistError> {
         report.directories.push(r);
     }
     report.first_seed = state.first_seed_pending;
+    store.remove_empty_staging()?;
     let store_shown = ctx
         .root
         .unroot(&store.root)
@@ -369,7 +371,12 @@ fn find_missing(
         let s = entry.path();
         let d = dst.join(entry.file_name());
         match fs::symlink_metadata(&d) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => out.push((s, d)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Sockets are never copied (their servers recreate them).
+                if !entry.file_type().is_ok_and(|t| t.is_socket()) {
+                    out.push((s, d));
+                }
+            }
             Err(e) => return Err(PersistError::io(&d, "cannot inspect the store", e)),
             Ok(m) => {
                 let src_is_dir = entry.file_type().is_ok_and(|t| t.is_dir());

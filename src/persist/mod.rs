@@ -300,13 +300,14 @@ pub enum LinkOutcome {
 pub enum PersistError {
     #[error("{}: persistent store missing and persist.required is true; mount the volume there or set persist.required: false", path.display())]
     StoreMissing { path: PathBuf },
-    #[error("{}: {what}: {source}; {fix}", path.display())]
+    // `err` is deliberately not a `#[source]`: the message already includes it, and a
+    // source would be printed twice by `{:#}` at the edge.
+    #[error("{}: {what}: {err}; {fix}", path.display())]
     Io {
         path: PathBuf,
         what: &'static str,
         fix: String,
-        #[source]
-        source: io::Error,
+        err: io::Error,
     },
     #[error("{}: {problem}; {fix}", path.display())]
     Layout {
@@ -337,7 +338,7 @@ impl PersistError {
             path: path.to_path_buf(),
             what,
             fix,
-            source,
+            err: source,
         }
     }
 }

@@ -199,6 +199,24 @@ impl Store {
     }
 }
 
+impl Store {
+    /// Remove the (empty) staging directory a completed copy leaves, so that every boot
+    /// ends in the same layout.
+    pub fn remove_empty_staging(&self) -> Result<(), PersistError> {
+        let staging = self.staging_dir();
+        match fs::remove_dir(&staging) {
+            Ok(()) => fsutil::fsync_dir(&self.meta_dir())
+                .map_err(|e| PersistError::io(&self.meta_dir(), "cannot sync", e)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(PersistError::io(
+                &staging,
+                "cannot remove the empty staging directory",
+                e,
+            )),
+        }
+    }
+}
+
 /// Remove a file, symlink or whole tree without following symlinks.
 pub fn remove_any(path: &Path) -> io::Result<()> {
     let meta = fs::symlink_metadata(path)?;
