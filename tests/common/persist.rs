@@ -328,15 +328,13 @@ pub fn diff(image: &BTreeMap<PathBuf, Entry>, copy: &BTreeMap<PathBuf, Entry>) -
         };
         let mut e2 = (*e).clone();
         let mut c2 = c.clone();
-        if e.sparse {
-            if !c.sparse || c.blocks > e.blocks {
-                return Some(format!(
-                    "{}: sparse file allocated {} blocks, image {}",
-                    p.display(),
-                    c.blocks,
-                    e.blocks
-                ));
-            }
+        if e.sparse && (!c.sparse || c.blocks > e.blocks) {
+            return Some(format!(
+                "{}: sparse file allocated {} blocks, image {}",
+                p.display(),
+                c.blocks,
+                e.blocks
+            ));
         }
         e2.blocks = 0;
         c2.blocks = 0;
