@@ -43,6 +43,8 @@ pub struct Spec {
     /// Large (1 MiB+) files, each of `large_size` bytes.
     pub large: usize,
     pub large_size: usize,
+    /// Length of the sparse files, in 8 KiB blocks.
+    pub sparse_blocks: u64,
     pub seed: u64,
 }
 
@@ -53,6 +55,18 @@ impl Spec {
             max_small: 3000,
             large: 0,
             large_size: 0,
+            sparse_blocks: 100,
+            seed,
+        }
+    }
+    /// Small enough to seed hundreds of times (the crash tests).
+    pub fn tiny(seed: u64) -> Spec {
+        Spec {
+            files: 20,
+            max_small: 2000,
+            large: 0,
+            large_size: 0,
+            sparse_blocks: 20,
             seed,
         }
     }
@@ -62,6 +76,7 @@ impl Spec {
             max_small: 20_000,
             large: 3,
             large_size: 3 << 20,
+            sparse_blocks: 400,
             seed,
         }
     }
@@ -132,11 +147,12 @@ pub fn generate(root: &Path, spec: Spec) {
     let sparse = pg.join("base/1/16384");
     {
         let mut f = fs::File::create(&sparse).unwrap();
-        for block in [0u64, 20, 21, 60] {
+        let n = spec.sparse_blocks;
+        for block in [0, n / 5, n / 5 + 1, 3 * n / 5] {
             f.seek(SeekFrom::Start(block * 8192)).unwrap();
             f.write_all(&[0xAB; 8192]).unwrap();
         }
-        f.set_len(100 * 8192).unwrap();
+        f.set_len(n * 8192).unwrap();
     }
     fs::File::create(root.join("var/lib/hole-only"))
         .unwrap()
