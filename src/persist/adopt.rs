@@ -276,7 +276,9 @@ fn seed(
     tracing::info!(dir = %d.container.display(), from = %src.display(), "seeding the store");
     let started = Instant::now();
     let out = copy::copy(&[(src.to_path_buf(), staging.clone())], opts).map_err(|e| {
+        // Best effort: the next boot removes whatever is left.
         let _ = state::remove_any(&staging);
+        let _ = store.remove_empty_staging();
         PersistError::from(e)
     })?;
     fault::point("before syncfs");
