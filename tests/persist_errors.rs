@@ -56,7 +56,9 @@ fn disk_full_fails_cleanly_and_the_next_boot_converges() {
            sha256sum "$R/var/lib/big" "$R/var/lib-initial/big""#,
     );
     let stdout = String::from_utf8_lossy(&out.stdout);
-    let (first, second) = stdout.split_once("---").expect(&text(&out));
+    let (first, second) = stdout
+        .split_once("---")
+        .unwrap_or_else(|| panic!("{}", text(&out)));
     assert!(first.contains("rc=2"), "{}", text(&out));
     let line = error_line(&out);
     assert!(
