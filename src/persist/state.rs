@@ -270,3 +270,49 @@ pub fn confirm_first_seed(store_root: &Path) -> Result<(), PersistError> {
         _ => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_are_flat_and_distinct() {
+        let s = Store::new(Path::new("/s"));
+        assert_eq!(
+            s.staging_for(Path::new("/var/lib")),
+            PathBuf::from("/s/.cfy-init/staging/var%2Flib")
+        );
+        assert_ne!(
+            s.staging_for(Path::new("/a/b%2Fc")),
+            s.staging_for(Path::new("/a/b/c"))
+        );
+    }
+
+    #[test]
+    fn lost_and_found_and_an_unfinished_meta_dir_count_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        assert!(s.is_empty().unwrap());
+        fs::create_dir(dir.path().join(LOST_FOUND)).unwrap();
+        fs::create_dir(dir.path().join(META_DIR)).unwrap();
+        assert!(s.is_empty().unwrap());
+        fs::write(dir.path().join("x"), "").unwrap();
+        assert!(!s.is_empty().unwrap());
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        assert_eq!(s.load().unwrap(), None);
+        let mut st = State::new(false, true);
+        st.record(Path::new("/var/lib"), Origin::Seeded, "sha256:x");
+        s.save(&st).unwrap();
+        assert_eq!(s.load().unwrap(), Some(st));
+        confirm_first_seed(dir.path()).unwrap();
+        assert!(!s.load().unwrap().unwrap().first_seed_pending);
+        fs::write(s.state_path(), "{not json").unwrap();
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("state.json: corrupt state file"), "{err}");
+    }
+}
