@@ -154,7 +154,7 @@ pub enum PatchError {
     Layout { path: PathBuf, msg: String },
     #[error("{}: {msg}", path.display())]
     BadRule { path: PathBuf, msg: String },
-    #[error("{}: is read-only ({why}); make it writable or set patch.required: false", path.display())]
+    #[error("{}: is read-only ({why}); make it writable (chmod u+w, or mount the store read-write)", path.display())]
     ReadOnly { path: PathBuf, why: String },
     #[error("{}: cannot write: {source} (the file was left as it was)", path.display())]
     Write { path: PathBuf, source: io::Error },
