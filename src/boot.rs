@@ -37,10 +37,26 @@ pub fn step_persist(ctx: &Context) -> anyhow::Result<()> {
     Ok(())
 }
 
-pub fn step_secret(_ctx: &Context) -> anyhow::Result<()> {
-    Ok(())
+/// Service-account credentials: a problem is a warning unless `secret.required`.
+pub fn step_secret(ctx: &Context) -> anyhow::Result<()> {
+    match crate::secret::run(ctx) {
+        Ok(_) => Ok(()),
+        Err(e) if !ctx.config.secret.required => {
+            tracing::error!("service-account credentials: {e}; continuing");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
-pub fn step_patch(_ctx: &Context) -> anyhow::Result<()> {
-    Ok(())
+/// Cloudify's config.yaml: a problem is one error line unless `patch.required`.
+pub fn step_patch(ctx: &Context) -> anyhow::Result<()> {
+    match crate::patch::run(ctx) {
+        Ok(_) => Ok(()),
+        Err(e) if !ctx.config.patch.required => {
+            tracing::error!("{e}; continuing without the config patch");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
+    }
 }
