@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::sync::watch;
 use tracing::field::{Field, Visit};
@@ -71,6 +71,19 @@ impl MainLog {
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.written.subscribe()
     }
+}
+
+static GLOBAL: OnceLock<MainLog> = OnceLock::new();
+
+/// Create the process-wide ring (first call wins) for the logging set-up to install as a
+/// layer: `registry().with(fmt_layer).with(supervisord::mainlog::install(cap))`.
+pub fn install(capacity: usize) -> MainLog {
+    GLOBAL.get_or_init(|| MainLog::new(capacity)).clone()
+}
+
+/// The ring installed by [`install`], if any (`readLog` answers NO_FILE without it).
+pub fn global() -> Option<MainLog> {
+    GLOBAL.get().cloned()
 }
 
 impl<S: Subscriber> Layer<S> for MainLog {

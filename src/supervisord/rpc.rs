@@ -716,11 +716,31 @@ impl Rpc {
                 format!("{name} is in an unknown process state"),
             ));
         }
-        self.handle
-            .start(&info.name, wait)
-            .await
-            .map_err(|e| start_fault(e, name))?;
+        let first_failure = self.first_failed_attempt(&info.name);
+        tokio::select! {
+            r = self.handle.start(&info.name, wait) => r.map_err(|e| start_fault(e, name))?,
+            // supervisord answers at the first failed attempt, not after all retries.
+            () = first_failure, if wait => return Err(Fault::with(faults::SPAWN_ERROR, name)),
+        }
         Ok(Value::Bool(true))
+    }
+
+    /// Resolves when `name` backs off after a failed start attempt (a spawn error or an
+    /// exit before `startsecs`); never otherwise.
+    async fn first_failed_attempt(&self, name: &str) {
+        let mut changed = self.handle.subscribe();
+        // The caller checked the process is not in BACKOFF before starting it, so any
+        // BACKOFF seen from now on is this start failing.
+        loop {
+            match self.handle.info(name).await {
+                Ok(i) if i.state == ProcessState::Backoff => return,
+                Ok(_) => {}
+                Err(_) => return std::future::pending().await,
+            }
+            if changed.changed().await.is_err() {
+                return std::future::pending().await;
+            }
+        }
     }
 
     async fn stop_process(&self, name: &str, wait: bool) -> RpcResult {
