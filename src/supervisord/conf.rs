@@ -126,6 +126,7 @@ pub fn read(
             ));
         }
     }
+    let programs = supervisord_order(programs, &ini);
     let server = match ini.section("unix_http_server") {
         Some(s) => Some(server_settings(s, &ctx, root)?),
         None => None,
@@ -200,6 +201,34 @@ fn is_known_section(name: &str) -> bool {
         "supervisord" | "supervisorctl" | "unix_http_server" | "include"
     ) || name.starts_with("rpcinterface:")
         || name.starts_with("group:")
+}
+
+/// supervisord's `process_group_configs` order: `[group:x]` groups first, then programs,
+/// stably sorted by group priority; within a group by process priority. Starting, stopping
+/// and `avail` follow it.
+fn supervisord_order(programs: Vec<ServiceSpec>, ini: &Ini) -> Vec<ServiceSpec> {
+    let mut groups: Vec<(i64, Vec<ServiceSpec>)> = Vec::new();
+    for s in &ini.sections {
+        let Some(g) = s.name.strip_prefix("group:") else {
+            continue;
+        };
+        let prio = s
+            .get("priority")
+            .and_then(|e| values::integer(&e.value).ok())
+            .unwrap_or(999);
+        let mut members: Vec<ServiceSpec> = programs
+            .iter()
+            .filter(|p| p.group.as_deref() == Some(g))
+            .cloned()
+            .collect();
+        members.sort_by_key(|p| p.priority);
+        groups.push((prio, members));
+    }
+    for p in programs.into_iter().filter(|p| p.group.is_none()) {
+        groups.push((i64::from(p.priority), vec![p]));
+    }
+    groups.sort_by_key(|(prio, _)| *prio);
+    groups.into_iter().flat_map(|(_, m)| m).collect()
 }
 
 /// `[group:g] programs=a,b` → program name → group name.

@@ -308,8 +308,7 @@ impl Rpc {
         initial: Vec<ServiceSpec>,
         mainlog: Option<MainLog>,
     ) -> Rpc {
-        let mut available = initial;
-        available.sort_by_key(|s| s.priority);
+        let available = initial;
         let active = by_group(&available).into_iter().collect();
         Rpc {
             handle,
@@ -487,15 +486,22 @@ impl Rpc {
         }
     }
 
-    /// Processes of one group (or all), supervisord's priority order.
+    /// Processes of one group (or all) in supervisord's order: the files' group order
+    /// (see `conf::read`), then services defined elsewhere by priority.
     async fn members(&self, group: Option<&str>) -> Vec<ServiceInfo> {
         let specs = self.handle.specs().await;
+        let order: Vec<String> = {
+            let programs = self.programs.lock().await;
+            programs.available.iter().map(|s| s.name.clone()).collect()
+        };
         let prio = |name: &str| {
-            specs
+            let rank = order.iter().position(|n| n == name).unwrap_or(order.len());
+            let p = specs
                 .iter()
                 .find(|s| s.name == name)
                 .map(|s| s.priority)
-                .unwrap_or(999)
+                .unwrap_or(999);
+            (rank, p)
         };
         let mut infos: Vec<ServiceInfo> = self
             .handle
@@ -551,7 +557,7 @@ impl Rpc {
             ),
             None => (String::new(), String::new()),
         };
-        let spawnerr = info.spawn_error.clone().unwrap_or_default();
+        let spawnerr = spawnerr_of(info);
         let description = describe(info, &spawnerr, now);
         Value::structure([
             ("name", Value::str(&info.name)),
@@ -718,11 +724,36 @@ impl Rpc {
         }
         let first_failure = self.first_failed_attempt(&info.name);
         tokio::select! {
-            r = self.handle.start(&info.name, wait) => r.map_err(|e| start_fault(e, name))?,
+            r = self.handle.start(&info.name, wait) => if let Err(e) = r {
+                return Err(self.start_fault(e, &info.name, name).await);
+            },
             // supervisord answers at the first failed attempt, not after all retries.
             () = first_failure, if wait => return Err(Fault::with(faults::SPAWN_ERROR, name)),
         }
         Ok(Value::Bool(true))
+    }
+
+    /// A failed start as supervisord reports it: SPAWN_ERROR whenever the process has a
+    /// spawn error (exec failure, or "Exited too quickly"), else ABNORMAL_TERMINATION.
+    async fn start_fault(&self, e: SuperviseError, process: &str, name: &str) -> Fault {
+        // supervisord sets `spawnerr` for exec failures and for exits before `startsecs`,
+        // i.e. whenever a start attempt ends in BACKOFF or FATAL.
+        let spawnerr = self
+            .handle
+            .info(process)
+            .await
+            .map(|i| matches!(i.state, ProcessState::Backoff | ProcessState::Fatal))
+            .unwrap_or(false);
+        match e {
+            SuperviseError::SpawnError { .. } => Fault::with(faults::SPAWN_ERROR, name),
+            SuperviseError::AbnormalTermination(_) | SuperviseError::Failed(_) if spawnerr => {
+                Fault::with(faults::SPAWN_ERROR, name)
+            }
+            SuperviseError::AbnormalTermination(_) | SuperviseError::Failed(_) => {
+                Fault::with(faults::ABNORMAL_TERMINATION, name)
+            }
+            other => fault_of(other, name),
+        }
     }
 
     /// Resolves when `name` backs off after a failed start attempt (a spawn error or an
@@ -800,8 +831,7 @@ impl Rpc {
 
     async fn stop_group(&self, group: &str, wait: bool) -> RpcResult {
         self.group_exists(group).await?;
-        let mut procs = self.members(Some(group)).await;
-        procs.reverse(); // stop in reverse priority order, as supervisord does for shutdown
+        let procs = self.members(Some(group)).await;
         Ok(self
             .for_each(
                 procs,
@@ -812,8 +842,7 @@ impl Rpc {
     }
 
     async fn stop_all(&self, wait: bool) -> RpcResult {
-        let mut procs = self.members(None).await;
-        procs.reverse();
+        let procs = self.members(None).await;
         Ok(self
             .for_each(
                 procs,
@@ -906,8 +935,7 @@ impl Rpc {
         for w in &parsed.warnings {
             tracing::warn!("{w}");
         }
-        let mut available = parsed.programs;
-        available.sort_by_key(|s| s.priority);
+        let available = parsed.programs;
         let new_groups = by_group(&available);
         let added: Vec<Value> = new_groups
             .iter()
@@ -1135,15 +1163,6 @@ fn rotation(t: &LogTarget) -> (i64, i64) {
     }
 }
 
-/// A supervisor error during a start: supervisord reports spawn failures and early exits
-/// with their own codes.
-fn start_fault(e: SuperviseError, name: &str) -> Fault {
-    match e {
-        SuperviseError::Failed(_) => Fault::with(faults::ABNORMAL_TERMINATION, name),
-        other => fault_of(other, name),
-    }
-}
-
 fn fault_of(e: SuperviseError, name: &str) -> Fault {
     match e {
         SuperviseError::BadName(_) => Fault::with(faults::BAD_NAME, name),
@@ -1155,6 +1174,17 @@ fn fault_of(e: SuperviseError, name: &str) -> Fault {
         SuperviseError::BadSignal(s) => Fault::with(faults::BAD_SIGNAL, s),
         SuperviseError::BadArguments(s) => Fault::with(faults::BAD_ARGUMENTS, s),
         SuperviseError::ShuttingDown => Fault::new(faults::SHUTDOWN_STATE),
+    }
+}
+
+/// supervisord's `spawnerr`: why the last start attempt failed, while that matters.
+fn spawnerr_of(info: &ServiceInfo) -> String {
+    match info.state {
+        ProcessState::Backoff | ProcessState::Fatal => info
+            .spawn_error
+            .clone()
+            .unwrap_or_else(|| info.description.clone()),
+        _ => info.spawn_error.clone().unwrap_or_default(),
     }
 }
 
