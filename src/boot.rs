@@ -17,7 +17,24 @@ pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
 /// the supervisor (hooks HTTP API, supervisord XML-RPC) are added here with `.task(...)`,
 /// supervisord programs with `.services(specs, Origin::Supervisord)`.
 fn supervise(ctx: &Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
-    let code = crate::supervise::Runner::new(ctx).main(main).run()?;
+    let mut runner = crate::supervise::Runner::new(ctx).main(main.clone());
+    if main.is_empty() && ctx.config.supervisord.enabled {
+        let loaded = crate::supervisord::load(ctx)?;
+        runner = runner.services(
+            loaded.programs.clone(),
+            crate::supervise::Origin::Supervisord,
+        );
+        let ctx = ctx.clone();
+        runner = runner.task(move |handle| {
+            Box::pin(async move {
+                let log = crate::supervisord::mainlog::global();
+                if let Err(e) = crate::supervisord::serve(ctx, handle, loaded, log).await {
+                    tracing::error!("{e}");
+                }
+            })
+        });
+    }
+    let code = runner.run()?;
     Ok(code)
 }
 
