@@ -104,5 +104,10 @@ build() {
 }
 build recover-sidecar "$SIDECAR_TAG"
 build manager "$TAG"
+if ((STANDIN)); then
+  # Rebuilds leave the previous images and the builder stage untagged: drop those (only
+  # images made from the stand-in carry its label, nothing else on the engine is touched).
+  docker image prune -f --filter dangling=true --filter label=io.cfy-init.standin=1 >/dev/null || true
+fi
 echo "manager=$TAG"
 echo "sidecar=$SIDECAR_TAG"

@@ -70,7 +70,10 @@ pub fn documents(rendered: &str) -> Vec<Value> {
 pub fn kubernetes_validate(file: &std::path::Path) -> (bool, String) {
     let version = KUBE_VERSION;
     let out = run(
-        Command::new("kubernetes-validate").args([
+        // As a module: works wherever pip put the console script.
+        Command::new("python3").args([
+            "-m",
+            "kubernetes_validate",
             "--strict",
             "-k",
             version,
