@@ -69,10 +69,10 @@ merged over them. Field names follow docs/config-reference.md.
   "log" (dict "format" "json")
   "persist" (dict "store" "/cfy-persist" "required" true)
   "supervise" (dict "shutdown_deadline" (printf "%ds" (int .Values.shutdownDeadlineSeconds)))
-  "hooks" (dict "tcp" (dict "listen" (printf "0.0.0.0:%d" (int .Values.hooks.port)) "token_file" "/etc/cfy-init/hooks/token"))
+  "hooks" (dict "listen" (printf "0.0.0.0:%d" (int .Values.hooks.port)) "token_file" "/etc/cfy-init/hooks/token")
 }}
 {{- if .Values.recoverySidecar.enabled }}
-{{- $_ := set $chart "snapshot" (dict "dir" "/cfy-snapshots" "keep" (int .Values.recoverySidecar.keep)) }}
+{{- $_ := set $chart "snapshot" (dict "archive_dir" "/cfy-snapshots" "keep" (int .Values.recoverySidecar.keep)) }}
 {{- end }}
 {{- toYaml (mustMergeOverwrite $chart (deepCopy .Values.config)) }}
 {{- end }}
