@@ -10,8 +10,15 @@ pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
     step_persist(&ctx)?;
     step_secret(&ctx)?;
     step_patch(&ctx)?;
-    let _ = main;
-    anyhow::bail!("supervision is not implemented yet")
+    supervise(&ctx, main)
+}
+
+/// The last step: run the supervisor (or just `main`) until shutdown. Servers that share
+/// the supervisor (hooks HTTP API, supervisord XML-RPC) are added here with `.task(...)`,
+/// supervisord programs with `.services(specs, Origin::Supervisord)`.
+fn supervise(ctx: &Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
+    let code = crate::supervise::Runner::new(ctx).main(main).run()?;
+    Ok(code)
 }
 
 pub fn step_persist(_ctx: &Context) -> anyhow::Result<()> {

@@ -16,8 +16,15 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Root, Section};
 
+mod engine;
 mod handle;
+pub mod logs;
+pub mod order;
+pub mod readiness;
+mod runner;
+pub mod spawn;
 pub use handle::{Origin, SupervisorHandle, SupervisorStats};
+pub use runner::{run, RunError, Runner, Task};
 
 /// `supervise:` section of the config.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
@@ -50,6 +57,26 @@ impl Section for SuperviseConfig {
         for s in &mut self.services {
             s.reroot(root);
         }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        let mut seen = std::collections::BTreeSet::new();
+        for s in &self.services {
+            if !seen.insert(s.name.as_str()) {
+                return Err(format!(
+                    "supervise.services: {:?} is defined twice; names must be unique",
+                    s.name
+                ));
+            }
+            s.validate()
+                .map_err(|e| format!("supervise.services[{}]: {e}", s.name))?;
+        }
+        if let Some(cycle) = order::find_cycle(&self.services) {
+            return Err(format!(
+                "supervise.services: dependency cycle {cycle}; remove one depends_on"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -205,6 +232,35 @@ impl ServiceSpec {
         self.readiness.reroot(root);
         self.stdout.reroot(root);
         self.stderr.reroot(root);
+    }
+
+    /// Check what serde cannot: the message says what to fix.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.name.is_empty() || self.name.contains(['/', ':', ' ']) {
+            return Err("name must be non-empty, without '/', ':' or spaces".into());
+        }
+        if self.command.is_empty() || self.command[0].is_empty() {
+            return Err("command is empty; give the program and its arguments".into());
+        }
+        if crate::pid1::parse_signal(&self.stop_signal).is_none() {
+            return Err(format!(
+                "stop_signal {:?} is not a signal name (TERM, INT, QUIT, HUP, USR1, ...)",
+                self.stop_signal
+            ));
+        }
+        if let Some(m) = &self.umask {
+            spawn::parse_umask(m)?;
+        }
+        for name in self.rlimits.keys() {
+            spawn::rlimit_resource(name)?;
+        }
+        if self.kind == ServiceKind::AfterReady && self.marker.is_none() {
+            return Err("kind after-ready needs `marker` (the run-once file)".into());
+        }
+        if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
+            return Err("backoff needs 0 < initial <= max".into());
+        }
+        Ok(())
     }
 
     /// The supervisord group name.
