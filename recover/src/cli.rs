@@ -177,6 +177,7 @@ fn options(cli: &Cli, t: &Target) -> Options {
         ready_timeout: t.ready_timeout,
         user_data_file: t.user_data.clone(),
         os_cloud: cli.os_cloud.clone(),
+        state_dir: state_dir(cli),
     }
 }
 
@@ -188,11 +189,14 @@ fn waits(cli: &Cli) -> Waits {
     }
 }
 
-async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    let state_dir = cli
-        .state_dir
+fn state_dir(cli: &Cli) -> PathBuf {
+    cli.state_dir
         .clone()
-        .unwrap_or_else(journal::default_state_dir);
+        .unwrap_or_else(journal::default_state_dir)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state_dir = state_dir(&cli);
     let path = state_dir.join(JOURNAL_FILE);
     match &cli.command {
         Command::Plan(t) => {

@@ -73,6 +73,8 @@ pub struct Options {
     pub ready_timeout: Duration,
     pub user_data_file: Option<PathBuf>,
     pub os_cloud: Option<String>,
+    /// Where the journal and archives live (also the scratch space of archive verification).
+    pub state_dir: PathBuf,
 }
 
 /// Polling of long transitions.
@@ -171,7 +173,7 @@ pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
     let volumes = inspect_volumes(cloud, &server).await?;
     let floating_ips = inspect_floating_ips(cloud, &ports).await?;
     let run_id = new_run_id();
-    let snapshot = snapshot_record(&opts.snapshot)?;
+    let snapshot = snapshot_record(&opts.snapshot, &opts.state_dir)?;
     if let Some(t) = &opts.token_file {
         Manager::new("http://unused", Some(t))?;
     }
@@ -388,7 +390,7 @@ async fn inspect_floating_ips(
     Ok(out)
 }
 
-fn snapshot_record(choice: &SnapshotChoice) -> Result<SnapshotRecord, FlowError> {
+fn snapshot_record(choice: &SnapshotChoice, scratch: &Path) -> Result<SnapshotRecord, FlowError> {
     Ok(match choice {
         SnapshotChoice::Auto => SnapshotRecord {
             mode: SnapshotMode::Auto,
@@ -406,7 +408,7 @@ fn snapshot_record(choice: &SnapshotChoice) -> Result<SnapshotRecord, FlowError>
             sha256: None,
         },
         SnapshotChoice::File(p) => {
-            let info = manager::verify_archive(p)
+            let info = manager::verify_archive(p, scratch)
                 .map_err(|e| FlowError::Refused(format!("{e} (--snapshot)")))?;
             let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
             SnapshotRecord {
@@ -679,8 +681,15 @@ impl Runner<'_> {
             .state_dir
             .join(format!("snapshot-{}.archive", self.journal.run_id));
         let timeout = Duration::from_secs(self.journal.manager.ready_timeout_s);
-        m.take_snapshot(&dest, timeout).await?;
-        let info = manager::verify_archive(&dest)?;
+        let reported = m.take_snapshot(&dest, timeout).await?;
+        let info = manager::verify_archive(&dest, &self.state_dir)?;
+        if !reported.is_empty() && reported != info.sha256 {
+            return Err(FlowError::Unsafe(format!(
+                "{}: downloaded archive has sha256 {}, the manager reported {reported}: run resume to download again",
+                dest.display(),
+                info.sha256
+            )));
+        }
         self.journal.snapshot.path = Some(dest.clone());
         self.journal.snapshot.sha256 = Some(info.sha256);
         self.save()?;
@@ -1207,11 +1216,12 @@ impl Runner<'_> {
         let Some(path) = self.journal.snapshot.path.clone() else {
             return skipped("no snapshot: the volume alone carries the data");
         };
-        if let Some(sha) = &self.journal.snapshot.sha256 {
+        let sha = self.journal.snapshot.sha256.clone().unwrap_or_default();
+        {
             let actual = manager::sha256_file(&path).map_err(|e| {
                 FlowError::Unsafe(format!("{}: snapshot archive unreadable: {e}", path.display()))
             })?;
-            if &actual != sha {
+            if actual != sha {
                 return Err(FlowError::Unsafe(format!(
                     "{}: snapshot archive changed since it was verified",
                     path.display()
@@ -1220,7 +1230,7 @@ impl Runner<'_> {
         }
         let m = self.manager_after()?;
         let timeout = Duration::from_secs(self.journal.manager.ready_timeout_s);
-        m.restore(&path, timeout).await?;
+        m.restore(&path, &sha, timeout).await?;
         done(format!("restored {}", path.display()))
     }
 

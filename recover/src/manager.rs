@@ -1,11 +1,11 @@
 //! The manager side: cfy-init's hooks API over TCP (health, readiness, snapshot download,
 //! restore upload with a bearer token) and local verification of snapshot archives.
 
-use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
+
 
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
@@ -114,59 +114,34 @@ impl Manager {
         }
     }
 
-    /// Take a snapshot and download its archive to `dest` (staged, fsynced, renamed).
-    pub async fn take_snapshot(&self, dest: &Path, timeout: Duration) -> Result<(), ManagerError> {
+    /// Take a snapshot (`POST /snapshots?wait=true`) and download its archive to `dest`
+    /// (staged, fsynced, renamed). Returns the sha256 the manager reports.
+    pub async fn take_snapshot(
+        &self,
+        dest: &Path,
+        timeout: Duration,
+    ) -> Result<String, ManagerError> {
         let r = self
-            .req(reqwest::Method::POST, "/snapshots")
+            .req(reqwest::Method::POST, "/snapshots?wait=true")
             .timeout(timeout)
             .send()
             .await
-            .map_err(|e| self.err(e))?;
+            .map_err(|e| self.err(format!("POST /snapshots: {e}")))?;
         let status = r.status();
         let body: serde_json::Value = r.json().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(self.err(format!("POST /snapshots: HTTP {}: {body}", status.as_u16())));
+            return Err(self.err(format!(
+                "POST /snapshots: HTTP {}: {}",
+                status.as_u16(),
+                body["error"].as_str().unwrap_or("")
+            )));
         }
         let id = body["id"]
             .as_str()
             .map(str::to_owned)
             .ok_or_else(|| self.err(format!("POST /snapshots: no id in {body}")))?;
-        self.wait_snapshot(&id, body, timeout).await?;
-        self.download(&id, dest, timeout).await
-    }
-
-    /// Poll the snapshot job until it is done.
-    async fn wait_snapshot(
-        &self,
-        id: &str,
-        mut doc: serde_json::Value,
-        timeout: Duration,
-    ) -> Result<(), ManagerError> {
-        let start = Instant::now();
-        loop {
-            let state = doc["state"]
-                .as_str()
-                .or(doc["status"].as_str())
-                .unwrap_or("")
-                .to_ascii_lowercase();
-            match state.as_str() {
-                "done" | "complete" | "completed" | "ready" | "ok" | "succeeded" => return Ok(()),
-                "failed" | "error" => {
-                    return Err(self.err(format!("snapshot {id} failed: {doc}")));
-                }
-                _ => {}
-            }
-            if start.elapsed() > timeout {
-                return Err(self.err(format!("snapshot {id} not done after {timeout:?}")));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-            let r = self
-                .req(reqwest::Method::GET, &format!("/snapshots/{id}"))
-                .send()
-                .await
-                .map_err(|e| self.err(e))?;
-            doc = r.json().await.map_err(|e| self.err(e))?;
-        }
+        self.download(&id, dest, timeout).await?;
+        Ok(body["sha256"].as_str().unwrap_or("").to_owned())
     }
 
     async fn download(&self, id: &str, dest: &Path, timeout: Duration) -> Result<(), ManagerError> {
@@ -198,17 +173,24 @@ impl Manager {
         cfy_init::fsutil::fsync_dir(cfy_init::fsutil::parent_of(dest)).map_err(io)
     }
 
-    /// Upload `archive` to `POST /restore` (streamed) and wait for the restore to finish.
-    pub async fn restore(&self, archive: &Path, timeout: Duration) -> Result<(), ManagerError> {
+    /// Upload `archive` to `POST /restore?wait=true` (streamed, with its sha256 so the
+    /// manager checks the transfer) and wait for the restore to finish.
+    pub async fn restore(
+        &self,
+        archive: &Path,
+        sha256: &str,
+        timeout: Duration,
+    ) -> Result<(), ManagerError> {
         let file = tokio::fs::File::open(archive)
             .await
             .map_err(|e| self.err(format!("{}: {e}", archive.display())))?;
         let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
         let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
         let r = self
-            .req(reqwest::Method::POST, "/restore")
-            .header("Content-Type", "application/octet-stream")
+            .req(reqwest::Method::POST, "/restore?wait=true")
+            .header("Content-Type", "application/zstd")
             .header("Content-Length", len)
+            .header("X-Archive-Sha256", sha256)
             .timeout(timeout)
             .body(body)
             .send()
@@ -217,7 +199,11 @@ impl Manager {
         let status = r.status();
         let doc: serde_json::Value = r.json().await.unwrap_or_default();
         if !status.is_success() {
-            return Err(self.err(format!("POST /restore: HTTP {}: {doc}", status.as_u16())));
+            return Err(self.err(format!(
+                "POST /restore: HTTP {}: {}",
+                status.as_u16(),
+                doc["error"].as_str().unwrap_or("")
+            )));
         }
         Ok(())
     }
@@ -231,49 +217,36 @@ pub struct ArchiveInfo {
     pub entries: u64,
 }
 
-/// Read the whole archive (tar, optionally zstd-compressed): every entry must be readable to
-/// its end and have a relative path without `..`. Returns its sha256 for the journal.
-pub fn verify_archive(path: &Path) -> Result<ArchiveInfo, ManagerError> {
+/// Verify an archive exactly as cfy-init's restore will (manifest, every member's path,
+/// type, size and checksum, the whole file's sha256) by extracting it into a scratch
+/// directory next to `scratch_in`, which is removed afterwards.
+pub fn verify_archive(path: &Path, scratch_in: &Path) -> Result<ArchiveInfo, ManagerError> {
     let bad = |reason: String| ManagerError::Archive {
         path: path.to_path_buf(),
         reason,
     };
-    let data = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
-    if data.is_empty() {
-        return Err(bad("the file is empty".into()));
-    }
-    let sha256 = hex::encode(Sha256::digest(&data));
-    let zstd_magic = data.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]);
-    let reader: Box<dyn Read> = if zstd_magic {
-        Box::new(zstd::stream::read::Decoder::new(&data[..]).map_err(|e| bad(e.to_string()))?)
-    } else {
-        Box::new(&data[..])
-    };
-    let mut archive = tar::Archive::new(reader);
-    let mut entries = 0u64;
-    for entry in archive.entries().map_err(|e| bad(e.to_string()))? {
-        let mut entry = entry.map_err(|e| bad(format!("corrupt tar: {e}")))?;
-        let p = entry
-            .path()
-            .map_err(|e| bad(format!("bad entry path: {e}")))?
-            .into_owned();
-        if p.is_absolute()
-            || p.components()
-                .any(|c| matches!(c, std::path::Component::ParentDir))
-        {
-            return Err(bad(format!("entry {} leaves the store", p.display())));
-        }
-        std::io::copy(&mut entry, &mut std::io::sink())
-            .map_err(|e| bad(format!("entry {} is truncated or corrupt: {e}", p.display())))?;
-        entries += 1;
-    }
-    if entries == 0 {
-        return Err(bad("no entries (not a tar archive?)".into()));
-    }
+    let bytes = std::fs::metadata(path)
+        .map_err(|e| bad(e.to_string()))?
+        .len();
+    std::fs::create_dir_all(scratch_in).map_err(|e| bad(e.to_string()))?;
+    let scratch = tempfile::Builder::new()
+        .prefix(".verify-")
+        .tempdir_in(scratch_in)
+        .map_err(|e| bad(format!("{}: {e}", scratch_in.display())))?;
+    let limits = cfy_init::snapshot::Limits::default();
+    let progress = std::sync::atomic::AtomicU64::new(0);
+    let verified = cfy_init::snapshot::verify::extract_verified(
+        path,
+        &scratch.path().join("x"),
+        &limits,
+        None,
+        &progress,
+    )
+    .map_err(|e| bad(e.to_string()))?;
     Ok(ArchiveInfo {
-        sha256,
-        bytes: data.len() as u64,
-        entries,
+        sha256: verified.sha256,
+        bytes,
+        entries: verified.manifest.entries.len() as u64,
     })
 }
 
