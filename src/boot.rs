@@ -21,7 +21,19 @@ fn supervise(ctx: &Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
     Ok(code)
 }
 
-pub fn step_persist(_ctx: &Context) -> anyhow::Result<()> {
+pub fn step_persist(ctx: &Context) -> anyhow::Result<()> {
+    // The report stays available through `persist::last_report()` for the control API.
+    let report = crate::persist::run(ctx)?;
+    for d in &report.directories {
+        tracing::info!(
+            dir = %d.path.display(),
+            outcome = ?d.outcome,
+            link = ?d.link,
+            files = d.files_copied,
+            bytes = d.bytes_copied,
+            "persist"
+        );
+    }
     Ok(())
 }
 

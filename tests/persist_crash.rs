@@ -1,0 +1,135 @@
+//! Crash injection: `cfy-init persist` is killed with SIGKILL at every step boundary (the
+//! debug build's deterministic fault points), at random instants (a real `kill -9` after a
+//! random delay) and twice in a row; the next boot must converge on a store identical to
+//! the image (checksums and metadata), every directory linked, no staging left behind.
+
+#[path = "common/persist.rs"]
+mod common;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::os::unix::process::ExitStatusExt;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rand::{Rng, SeedableRng};
+
+const SEED: u64 = 11;
+
+type Image = BTreeMap<&'static str, BTreeMap<PathBuf, Entry>>;
+
+fn fresh_root() -> tempfile::TempDir {
+    let tmp = tempdir();
+    generate(tmp.path(), Spec::tiny(SEED));
+    fs::create_dir(tmp.path().join("cfy-persist")).unwrap();
+    tmp
+}
+
+/// Boot once more without faults and check the outcome; the error says what is wrong.
+fn recover_and_verify(root: &Path, image: &Image) -> Result<(), String> {
+    let out = cfy_init(root, &["persist"], &[]);
+    if !out.status.success() {
+        return Err(format!("recovery boot failed: {}", text(&out)));
+    }
+    verify_linked(root, image)?;
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(root.join("cfy-persist/.cfy-init/state.json")).unwrap())
+            .unwrap();
+    for d in DIRS {
+        if state["directories"][format!("/{d}")]["origin"] != "seeded" {
+            return Err(format!("/{d} not recorded as seeded: {state}"));
+        }
+    }
+    if state["first_seed_pending"] != true {
+        return Err("first seed no longer pending although it was never confirmed".into());
+    }
+    Ok(())
+}
+
+fn crash_at(root: &Path, point: u64) -> std::process::Output {
+    cfy_init(
+        root,
+        &["persist"],
+        &[("CFY_INIT_FAULT_AT", &point.to_string())],
+    )
+}
+
+#[test]
+fn kill_9_at_any_instant_converges_on_the_next_boot() {
+    let reference = fresh_root();
+    let image = snapshot_dirs(reference.path());
+    // How many fault points a complete boot passes.
+    let count_file = reference.path().join("fault-count");
+    let started = Instant::now();
+    let out = cfy_init(
+        reference.path(),
+        &["persist"],
+        &[("CFY_INIT_FAULT_COUNT", count_file.to_str().unwrap())],
+    );
+    let full_run = started.elapsed();
+    assert!(out.status.success(), "{}", text(&out));
+    verify_linked(reference.path(), &image).unwrap();
+    let points: u64 = fs::read_to_string(&count_file).unwrap().parse().unwrap();
+    assert!(points > 100, "only {points} fault points");
+
+    let mut failures = Vec::new();
+    let mut crashes = 0;
+    // Every step boundary (or an even spread of 200 of them).
+    let stride = (points / 200).max(1);
+    for point in (1..=points).step_by(stride as usize) {
+        let tmp = fresh_root();
+        let out = crash_at(tmp.path(), point);
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "point {point}/{points} did not kill: {}",
+            text(&out)
+        );
+        crashes += 1;
+        if let Err(e) = recover_and_verify(tmp.path(), &image) {
+            failures.push(format!("crash at point {point}: {e}"));
+        }
+    }
+    // Crashing the recovery boot too.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(42);
+    for _ in 0..20 {
+        let tmp = fresh_root();
+        let (first, second) = (rng.gen_range(1..=points), rng.gen_range(1..=points));
+        let _ = crash_at(tmp.path(), first);
+        let _ = crash_at(tmp.path(), second);
+        crashes += 1;
+        if let Err(e) = recover_and_verify(tmp.path(), &image) {
+            failures.push(format!("crash at points {first} then {second}: {e}"));
+        }
+    }
+    // Real kill -9 at random instants within a boot's duration.
+    let window = full_run.as_micros().max(1000) as u64;
+    let mut killed_mid_run = 0;
+    for _ in 0..60 {
+        let tmp = fresh_root();
+        let mut child = command(tmp.path(), &["persist"], &[])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_micros(rng.gen_range(0..window)));
+        let _ = child.kill();
+        let status = child.wait().unwrap();
+        if status.signal() == Some(9) {
+            killed_mid_run += 1;
+        }
+        crashes += 1;
+        if let Err(e) = recover_and_verify(tmp.path(), &image) {
+            failures.push(format!("random kill -9: {e}"));
+        }
+    }
+    eprintln!("{crashes} crashes ({points} fault points, {killed_mid_run}/60 random kills landed mid-run), {} inconsistent", failures.len());
+    assert!(crashes >= 200);
+    assert!(
+        failures.is_empty(),
+        "{} inconsistent outcomes:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
+}
