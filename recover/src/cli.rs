@@ -233,7 +233,8 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     )));
                 }
                 let done = state_dir.join(format!("journal-{}.json", old.run_id));
-                std::fs::rename(&path, &done).with_context(|| format!("archiving {}", path.display()))?;
+                std::fs::rename(&path, &done)
+                    .with_context(|| format!("archiving {}", path.display()))?;
             }
             let cloud = connect(&cli, cli.os_cloud.as_deref())?;
             let plan = flow::inspect(&cloud, &options(&cli, target)).await?;
@@ -246,13 +247,19 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Resume => {
             let _lock = journal::lock_state_dir(&state_dir)?;
             let j = Journal::load(&path)?.ok_or_else(|| {
-                FlowError::Refused(format!("no recovery journal in {}: nothing to resume", state_dir.display()))
+                FlowError::Refused(format!(
+                    "no recovery journal in {}: nothing to resume",
+                    state_dir.display()
+                ))
             })?;
             if j.finished {
                 print_report(&j, cli.json);
                 return Ok(ExitCode::SUCCESS);
             }
-            let cloud = connect(&cli, j.os_cloud.clone().as_deref().or(cli.os_cloud.as_deref()))?;
+            let cloud = connect(
+                &cli,
+                j.os_cloud.clone().as_deref().or(cli.os_cloud.as_deref()),
+            )?;
             run(&cli, &cloud, j, path, state_dir.clone()).await
         }
     }

@@ -163,7 +163,12 @@ fn from_clouds_yaml(
             path: path.clone(),
             reason: e.to_string(),
         })?;
-        if let Some(entry) = file.clouds.into_iter().find(|(k, _)| k == name).map(|x| x.1) {
+        if let Some(entry) = file
+            .clouds
+            .into_iter()
+            .find(|(k, _)| k == name)
+            .map(|x| x.1)
+        {
             let source = format!("{} (cloud {name})", path.display());
             return entry_to_creds(entry, source, env);
         }
@@ -228,7 +233,9 @@ fn entry_to_creds(
     ) || a.application_credential_secret.is_some();
     let method = if app_cred {
         let secret = a.application_credential_secret.ok_or_else(|| {
-            incomplete("application_credential_secret (OS_APPLICATION_CREDENTIAL_SECRET) is missing")
+            incomplete(
+                "application_credential_secret (OS_APPLICATION_CREDENTIAL_SECRET) is missing",
+            )
         })?;
         if a.application_credential_id.is_none()
             && (a.application_credential_name.is_none()

@@ -254,9 +254,9 @@ async fn resolve_flavor(cloud: &Cloud, server: &Server) -> Result<String, FlowEr
     if let Some(id) = server.flavor_id() {
         return Ok(id);
     }
-    let name = server.flavor_name().ok_or_else(|| {
-        FlowError::Refused(format!("server {} shows no flavor", server.id))
-    })?;
+    let name = server
+        .flavor_name()
+        .ok_or_else(|| FlowError::Refused(format!("server {} shows no flavor", server.id)))?;
     let flavors = cloud.flavors().await?;
     flavors
         .into_iter()
@@ -337,7 +337,10 @@ async fn inspect_volumes(cloud: &Cloud, server: &Server) -> Result<Vec<VolumeRec
             return Err(FlowError::Refused(format!("volume {} is attached with delete_on_termination: deleting the server would delete it", v.id)));
         }
         let vol = cloud.volume(&v.id).await?.ok_or_else(|| {
-            FlowError::Refused(format!("volume {} listed on the server does not exist in Cinder", v.id))
+            FlowError::Refused(format!(
+                "volume {} listed on the server does not exist in Cinder",
+                v.id
+            ))
         })?;
         let elsewhere: Vec<&str> = vol
             .attached_to()
@@ -432,9 +435,7 @@ fn default_manager_url(j: &Journal, opts: &Options) -> Result<String, FlowError>
         AddressChoice::Floating => floating.or(fixed),
         AddressChoice::Fixed => fixed,
     }
-    .ok_or_else(|| {
-        FlowError::Refused("no address for the manager: pass --manager-url".into())
-    })?;
+    .ok_or_else(|| FlowError::Refused("no address for the manager: pass --manager-url".into()))?;
     let host = if addr.contains(':') {
         format!("[{addr}]")
     } else {
@@ -448,7 +449,11 @@ fn describe_actions(j: &Journal, server: &Server, manager_answers: bool) -> Vec<
     a.push(match j.snapshot.mode {
         SnapshotMode::File => format!(
             "restore snapshot file {}",
-            j.snapshot.path.as_deref().unwrap_or(Path::new("?")).display()
+            j.snapshot
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
         ),
         SnapshotMode::None => "no snapshot: the volume alone carries the data".into(),
         _ if manager_answers => format!("take a snapshot through {}", j.manager.url),
@@ -501,7 +506,10 @@ fn describe_actions(j: &Journal, server: &Server, manager_answers: bool) -> Vec<
     for f in &j.floating_ips {
         a.push(format!("associate floating IP {}; wait ACTIVE", f.address));
     }
-    a.push(format!("wait for {}/readyz, restore, check ready", j.manager.url));
+    a.push(format!(
+        "wait for {}/readyz, restore, check ready",
+        j.manager.url
+    ));
     a
 }
 
@@ -651,7 +659,10 @@ impl Runner<'_> {
         let snap = self.journal.snapshot.clone();
         if let (Some(path), Some(sha)) = (&snap.path, &snap.sha256) {
             let actual = manager::sha256_file(path).map_err(|e| {
-                FlowError::Unsafe(format!("{}: snapshot archive unreadable: {e}", path.display()))
+                FlowError::Unsafe(format!(
+                    "{}: snapshot archive unreadable: {e}",
+                    path.display()
+                ))
             })?;
             if &actual != sha {
                 return Err(FlowError::Unsafe(format!(
@@ -708,7 +719,10 @@ impl Runner<'_> {
         let mut notes = Vec::new();
         for f in self.journal.floating_ips.clone() {
             let cur = self.cloud.floating_ip(&f.id).await?.ok_or_else(|| {
-                FlowError::Unsafe(format!("floating IP {} ({}) no longer exists", f.address, f.id))
+                FlowError::Unsafe(format!(
+                    "floating IP {} ({}) no longer exists",
+                    f.address, f.id
+                ))
             })?;
             let ours = [Some(f.port_id.as_str()), self.port_target(&f.port_id)];
             match cur.port_id.as_deref() {
@@ -717,12 +731,10 @@ impl Runner<'_> {
                     self.cloud.set_floating_ip_port(&f.id, None, None).await?;
                     notes.push(format!("{} released", f.address));
                 }
-                Some(p) => {
-                    return Err(FlowError::Unsafe(format!(
-                        "floating IP {} is now bound to port {p}, not ours: someone else is using it",
-                        f.address
-                    )))
-                }
+                Some(p) => return Err(FlowError::Unsafe(format!(
+                    "floating IP {} is now bound to port {p}, not ours: someone else is using it",
+                    f.address
+                ))),
             }
         }
         done(notes.join("; "))
@@ -761,7 +773,10 @@ impl Runner<'_> {
         let mut notes = Vec::new();
         for v in self.journal.volumes.clone() {
             let Some(vol) = self.cloud.volume(&v.id).await? else {
-                return Err(FlowError::Unsafe(format!("volume {} no longer exists", v.id)));
+                return Err(FlowError::Unsafe(format!(
+                    "volume {} no longer exists",
+                    v.id
+                )));
             };
             if !vol.attached_to().contains(&server.id.as_str()) {
                 notes.push(format!("{} already detached", v.id));
@@ -770,7 +785,10 @@ impl Runner<'_> {
             match self.cloud.detach_volume(&server.id, &v.id).await {
                 Ok(()) => {}
                 Err(e) if e.is_conflict() => {
-                    notes.push(format!("{}: detach refused (409), the delete frees it", v.id));
+                    notes.push(format!(
+                        "{}: detach refused (409), the delete frees it",
+                        v.id
+                    ));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -804,11 +822,17 @@ impl Runner<'_> {
         let mut notes = Vec::new();
         for p in self.journal.ports.clone() {
             if p.nova_created {
-                notes.push(format!("{}: Nova's own port, left to die with the server", p.id));
+                notes.push(format!(
+                    "{}: Nova's own port, left to die with the server",
+                    p.id
+                ));
                 continue;
             }
             let Some(port) = self.cloud.port(&p.id).await? else {
-                return Err(FlowError::Unsafe(format!("port {} no longer exists: the private IP is lost", p.id)));
+                return Err(FlowError::Unsafe(format!(
+                    "port {} no longer exists: the private IP is lost",
+                    p.id
+                )));
             };
             if port.device_id != server.id {
                 notes.push(format!("{} already detached", p.id));
@@ -817,7 +841,10 @@ impl Runner<'_> {
             match self.cloud.detach_interface(&server.id, &p.id).await {
                 Ok(()) => {}
                 Err(e) if e.is_conflict() => {
-                    notes.push(format!("{}: detach refused (409), the delete unbinds it", p.id));
+                    notes.push(format!(
+                        "{}: detach refused (409), the delete unbinds it",
+                        p.id
+                    ));
                     continue;
                 }
                 Err(e) => return Err(e.into()),
@@ -826,7 +853,11 @@ impl Runner<'_> {
             let id = p.id.clone();
             let waited = self
                 .wait_for("port detach", self.waits.detach_timeout, || async {
-                    Ok(cloud.port(&id).await?.filter(|p| p.is_unbound()).map(|_| ()))
+                    Ok(cloud
+                        .port(&id)
+                        .await?
+                        .filter(|p| p.is_unbound())
+                        .map(|_| ()))
                 })
                 .await;
             notes.push(match waited {
@@ -913,7 +944,11 @@ impl Runner<'_> {
         }
         done(format!(
             "{} port(s) unbound, {} volume(s) available",
-            self.journal.ports.iter().filter(|p| !p.nova_created).count(),
+            self.journal
+                .ports
+                .iter()
+                .filter(|p| !p.nova_created)
+                .count(),
             self.journal.volumes.len()
         ))
     }
@@ -937,8 +972,17 @@ impl Runner<'_> {
             }
             let name = self.replacement_port_name(i);
             let port = self.create_port_once(&p, &name).await?;
-            let ips: Vec<String> = port.fixed_ips.iter().map(|f| f.ip_address.clone()).collect();
-            notes.push(format!("port {} ({}) replaces {}", port.id, ips.join(", "), p.id));
+            let ips: Vec<String> = port
+                .fixed_ips
+                .iter()
+                .map(|f| f.ip_address.clone())
+                .collect();
+            notes.push(format!(
+                "port {} ({}) replaces {}",
+                port.id,
+                ips.join(", "),
+                p.id
+            ));
             self.journal.ports[i].new_id = Some(port.id);
             self.save()?;
         }
@@ -1117,9 +1161,10 @@ impl Runner<'_> {
             let id = v.id.clone();
             let mut attempt = 0;
             loop {
-                let vol = cloud.volume(&id).await?.ok_or_else(|| {
-                    FlowError::Unsafe(format!("volume {id} no longer exists"))
-                })?;
+                let vol = cloud
+                    .volume(&id)
+                    .await?
+                    .ok_or_else(|| FlowError::Unsafe(format!("volume {id} no longer exists")))?;
                 let holders = vol.attached_to();
                 if holders.contains(&server.as_str()) {
                     break;
@@ -1148,13 +1193,17 @@ impl Runner<'_> {
                 tokio::time::sleep(self.waits.poll.max(cloud.policy.delay(attempt.min(3)))).await;
             }
             let sid = server.clone();
-            self.wait_for(&format!("volume {id} to be in-use"), self.waits.timeout, || async {
-                Ok(cloud
-                    .volume(&id)
-                    .await?
-                    .filter(|v| v.status == "in-use" && v.attached_to().contains(&sid.as_str()))
-                    .map(|_| ()))
-            })
+            self.wait_for(
+                &format!("volume {id} to be in-use"),
+                self.waits.timeout,
+                || async {
+                    Ok(cloud
+                        .volume(&id)
+                        .await?
+                        .filter(|v| v.status == "in-use" && v.attached_to().contains(&sid.as_str()))
+                        .map(|_| ()))
+                },
+            )
             .await?;
             notes.push(format!("{id} in-use"));
         }
@@ -1169,12 +1218,18 @@ impl Runner<'_> {
         let mut notes = Vec::new();
         for f in self.journal.floating_ips.clone() {
             let old = self.journal.ports.iter().find(|p| p.id == f.port_id);
-            let target = self.port_target(&f.port_id).map(str::to_owned).ok_or_else(|| {
-                FlowError::Unsafe(format!("no port for floating IP {}", f.address))
-            })?;
+            let target = self
+                .port_target(&f.port_id)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    FlowError::Unsafe(format!("no port for floating IP {}", f.address))
+                })?;
             let fixed = old.filter(|p| !p.nova_created).and(f.fixed_ip.clone());
             let cur = cloud.floating_ip(&f.id).await?.ok_or_else(|| {
-                FlowError::Unsafe(format!("floating IP {} ({}) no longer exists", f.address, f.id))
+                FlowError::Unsafe(format!(
+                    "floating IP {} ({}) no longer exists",
+                    f.address, f.id
+                ))
             })?;
             match cur.port_id.as_deref() {
                 Some(p) if p == target => {}
@@ -1191,9 +1246,17 @@ impl Runner<'_> {
                 }
             }
             let id = f.id.clone();
-            self.wait_for(&format!("floating IP {} to be ACTIVE", f.address), self.waits.timeout, || async {
-                Ok(cloud.floating_ip(&id).await?.filter(|f| f.status == "ACTIVE").map(|_| ()))
-            })
+            self.wait_for(
+                &format!("floating IP {} to be ACTIVE", f.address),
+                self.waits.timeout,
+                || async {
+                    Ok(cloud
+                        .floating_ip(&id)
+                        .await?
+                        .filter(|f| f.status == "ACTIVE")
+                        .map(|_| ()))
+                },
+            )
             .await?;
             notes.push(format!("{} → port {target}", f.address));
         }
@@ -1219,7 +1282,10 @@ impl Runner<'_> {
         let sha = self.journal.snapshot.sha256.clone().unwrap_or_default();
         {
             let actual = manager::sha256_file(&path).map_err(|e| {
-                FlowError::Unsafe(format!("{}: snapshot archive unreadable: {e}", path.display()))
+                FlowError::Unsafe(format!(
+                    "{}: snapshot archive unreadable: {e}",
+                    path.display()
+                ))
             })?;
             if actual != sha {
                 return Err(FlowError::Unsafe(format!(

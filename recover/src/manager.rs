@@ -6,7 +6,6 @@ use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum ManagerError {
     #[error("manager at {url}: {reason}")]

@@ -11,7 +11,10 @@ use std::sync::Arc;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "openstack-sim", about = "A small stateful OpenStack simulator for cfy-recover")]
+#[command(
+    name = "openstack-sim",
+    about = "A small stateful OpenStack simulator for cfy-recover"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Cmd,
@@ -60,9 +63,8 @@ fn main() -> anyhow::Result<()> {
                 .map(std::fs::read_to_string)
                 .transpose()?
                 .map(|t| t.trim().to_owned());
-            tokio::runtime::Runtime::new()?.block_on(cfy_recover::sim::stub::serve(
-                root, listen, token,
-            ))?;
+            tokio::runtime::Runtime::new()?
+                .block_on(cfy_recover::sim::stub::serve(root, listen, token))?;
             Ok(())
         }
         Cmd::Serve {

@@ -60,20 +60,34 @@ impl Cloud {
     }
 
     pub async fn flavors(&self) -> Result<Vec<Flavor>, CloudError> {
-        self.get(Service::Compute, "/flavors/detail?is_public=None", "flavors")
-            .await
+        self.get(
+            Service::Compute,
+            "/flavors/detail?is_public=None",
+            "flavors",
+        )
+        .await
     }
 
     pub async fn keypair_exists(&self, name: &str) -> Result<bool, CloudError> {
         let r: Result<Value, _> = self
-            .get(Service::Compute, &format!("/os-keypairs/{}", q(name)), "keypair")
+            .get(
+                Service::Compute,
+                &format!("/os-keypairs/{}", q(name)),
+                "keypair",
+            )
             .await;
         Ok(found(r)?.is_some())
     }
 
     pub async fn create_server(&self, body: &Value) -> Result<String, CloudError> {
         let v = self
-            .call(Service::Compute, Method::POST, "/servers", Some(body), Retry::Once)
+            .call(
+                Service::Compute,
+                Method::POST,
+                "/servers",
+                Some(body),
+                Retry::Once,
+            )
             .await?;
         decode::<Value>(&v, "server", "create server").and_then(|s| {
             s["id"]
@@ -168,21 +182,35 @@ impl Cloud {
     }
 
     pub async fn ports_named(&self, name: &str) -> Result<Vec<Port>, CloudError> {
-        self.get(Service::Network, &format!("/ports?name={}", q(name)), "ports")
-            .await
+        self.get(
+            Service::Network,
+            &format!("/ports?name={}", q(name)),
+            "ports",
+        )
+        .await
     }
 
     pub async fn create_port(&self, body: &Value) -> Result<Port, CloudError> {
         let v = self
-            .call(Service::Network, Method::POST, "/ports", Some(body), Retry::Once)
+            .call(
+                Service::Network,
+                Method::POST,
+                "/ports",
+                Some(body),
+                Retry::Once,
+            )
             .await?;
         decode(&v, "port", "create port")
     }
 
     pub async fn floating_ip(&self, id: &str) -> Result<Option<FloatingIp>, CloudError> {
         found(
-            self.get(Service::Network, &format!("/floatingips/{id}"), "floatingip")
-                .await,
+            self.get(
+                Service::Network,
+                &format!("/floatingips/{id}"),
+                "floatingip",
+            )
+            .await,
         )
     }
 

@@ -75,7 +75,10 @@ impl Default for Policy {
 impl Policy {
     /// Exponential back-off for attempt `n` (0-based), with up to 25 % jitter.
     pub fn delay(&self, n: u32) -> Duration {
-        let base = self.backoff.saturating_mul(1 << n.min(10)).min(self.max_backoff);
+        let base = self
+            .backoff
+            .saturating_mul(1 << n.min(10))
+            .min(self.max_backoff);
         let jitter = rand::random::<f64>() * 0.25;
         base.mul_f64(1.0 + jitter)
     }
@@ -195,7 +198,9 @@ impl Cloud {
             match self.http.post(&url).json(&body).send().await {
                 Ok(r) if r.status().is_server_error() && attempt + 1 < self.policy.attempts => {}
                 Ok(r) => break r,
-                Err(e) if attempt + 1 >= self.policy.attempts => return Err(auth_err(e.to_string())),
+                Err(e) if attempt + 1 >= self.policy.attempts => {
+                    return Err(auth_err(e.to_string()))
+                }
                 Err(_) => {}
             }
             tokio::time::sleep(self.policy.delay(attempt)).await;
@@ -474,9 +479,7 @@ fn catalog_url(catalog: &Value, kind: &str, creds: &Credentials) -> Option<Strin
             let iface = ep["interface"].as_str() == Some(creds.interface.as_str());
             let region = match &creds.region {
                 None => true,
-                Some(r) => {
-                    ep["region_id"].as_str() == Some(r) || ep["region"].as_str() == Some(r)
-                }
+                Some(r) => ep["region_id"].as_str() == Some(r) || ep["region"].as_str() == Some(r),
             };
             iface && region
         })

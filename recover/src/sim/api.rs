@@ -40,7 +40,10 @@ pub fn router(shared: Arc<Shared>) -> Router {
         )
         .route("/flavors/detail", get(list_flavors))
         .route("/os-keypairs/:name", get(show_keypair))
-        .layer(middleware::from_fn_with_state(shared.clone(), compute_version));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            compute_version,
+        ));
     let network = Router::new()
         .route("/v2.0/ports", get(list_ports).post(create_port))
         .route("/v2.0/ports/:id", get(show_port))
@@ -48,16 +51,25 @@ pub fn router(shared: Arc<Shared>) -> Router {
         .route("/v2.0/floatingips/:id", get(show_fip).put(update_fip));
     let volume = Router::new()
         .route("/v3/:project/volumes/:id", get(show_volume))
-        .layer(middleware::from_fn_with_state(shared.clone(), volume_version));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            volume_version,
+        ));
     let authed = Router::new()
         .nest("/compute/v2.1", compute)
         .nest("/network", network)
         .nest("/volume", volume)
-        .layer(middleware::from_fn_with_state(shared.clone(), require_token));
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
     Router::new()
         .route("/identity/v3/auth/tokens", post(issue_token))
         .merge(authed)
-        .layer(middleware::from_fn_with_state(shared.clone(), super::faults::layer))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            super::faults::layer,
+        ))
         .with_state(shared)
 }
 
@@ -79,7 +91,11 @@ fn neutron_err(status: StatusCode, kind: &str, message: impl Into<String>) -> Re
 }
 
 fn not_found(what: &str) -> Response {
-    err(StatusCode::NOT_FOUND, "itemNotFound", format!("{what} could not be found."))
+    err(
+        StatusCode::NOT_FOUND,
+        "itemNotFound",
+        format!("{what} could not be found."),
+    )
 }
 
 fn conflict(message: impl Into<String>) -> Response {
@@ -137,8 +153,10 @@ async fn issue_token(State(sh): S, Json(body): Json<Value>) -> Response {
         "catalog": catalog,
     }});
     let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-    resp.headers_mut()
-        .insert("X-Subject-Token", HeaderValue::from_str(&token).expect("ascii"));
+    resp.headers_mut().insert(
+        "X-Subject-Token",
+        HeaderValue::from_str(&token).expect("ascii"),
+    );
     resp
 }
 
@@ -150,7 +168,11 @@ async fn require_token(State(sh): S, req: Request, next: Next) -> Response {
         .unwrap_or("");
     let valid = sh.state.lock().unwrap().tokens.iter().any(|t| t == token);
     if !valid {
-        return err(StatusCode::UNAUTHORIZED, "unauthorized", "The request you have made requires authentication.");
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "The request you have made requires authentication.",
+        );
     }
     next.run(req).await
 }
@@ -213,7 +235,15 @@ async fn negotiate(
 
 async fn compute_version(State(sh): S, req: Request, next: Next) -> Response {
     let max = sh.config.lock().unwrap().max_compute;
-    negotiate(req, next, "compute", Some("X-OpenStack-Nova-API-Version"), Mv(2, 1), max).await
+    negotiate(
+        req,
+        next,
+        "compute",
+        Some("X-OpenStack-Nova-API-Version"),
+        Mv(2, 1),
+        max,
+    )
+    .await
 }
 
 async fn volume_version(State(sh): S, req: Request, next: Next) -> Response {
@@ -257,7 +287,11 @@ async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -
     let servers: Vec<Value> = st
         .servers
         .values()
-        .filter(|s| q.get("name").map(|f| name_matches(f, &s.name)).unwrap_or(true))
+        .filter(|s| {
+            q.get("name")
+                .map(|f| name_matches(f, &s.name))
+                .unwrap_or(true)
+        })
         .filter(|s| {
             q.get("tags")
                 .map(|t| t.split(',').all(|t| s.tags.iter().any(|x| x == t)))
@@ -268,45 +302,84 @@ async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -
     Json(json!({ "servers": servers })).into_response()
 }
 
-async fn show_server(State(sh): S, Extension(mv): Extension<Mv>, Path(id): Path<String>) -> Response {
+async fn show_server(
+    State(sh): S,
+    Extension(mv): Extension<Mv>,
+    Path(id): Path<String>,
+) -> Response {
     let st = sh.state.lock().unwrap();
     match st.servers.get(&id) {
-        Some(s) => Json(json!({ "server": st.render_server(s, mv, &compute_base(&sh)) })).into_response(),
+        Some(s) => {
+            Json(json!({ "server": st.render_server(s, mv, &compute_base(&sh)) })).into_response()
+        }
         None => not_found(&format!("Instance {id}")),
     }
 }
 
-async fn create_server(State(sh): S, Extension(mv): Extension<Mv>, Json(body): Json<Value>) -> Response {
+async fn create_server(
+    State(sh): S,
+    Extension(mv): Extension<Mv>,
+    Json(body): Json<Value>,
+) -> Response {
     let b = &body["server"];
     let name = b["name"].as_str().unwrap_or("").to_owned();
     if name.is_empty() {
-        return err(StatusCode::BAD_REQUEST, "badRequest", "Invalid input for field/attribute name.");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "Invalid input for field/attribute name.",
+        );
     }
     if b.get("tags").is_some() && !mv.at_least(52) {
-        return err(StatusCode::BAD_REQUEST, "badRequest", "Additional properties are not allowed ('tags' was unexpected)");
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "Additional properties are not allowed ('tags' was unexpected)",
+        );
     }
     let mut st = sh.state.lock().unwrap();
     let flavor = b["flavorRef"].as_str().unwrap_or("").to_owned();
     if !st.flavors.iter().any(|f| f.id == flavor) {
-        return err(StatusCode::BAD_REQUEST, "badRequest", format!("Flavor {flavor} could not be found."));
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            format!("Flavor {flavor} could not be found."),
+        );
     }
     let image = b["imageRef"].as_str().unwrap_or("").to_owned();
     if !st.images.contains(&image) {
-        return err(StatusCode::BAD_REQUEST, "badRequest", format!("Can not find requested image {image}"));
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            format!("Can not find requested image {image}"),
+        );
     }
     let key_name = b["key_name"].as_str().map(str::to_owned);
     if let Some(k) = &key_name {
         if !st.keypairs.contains(k) {
-            return err(StatusCode::BAD_REQUEST, "badRequest", format!("Invalid key_name provided: {k}"));
+            return err(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                format!("Invalid key_name provided: {k}"),
+            );
         }
     }
     let id = st.id("srv");
-    let host = if st.host_up("compute-1") { "compute-1" } else { "compute-2" }.to_string();
+    let host = if st.host_up("compute-1") {
+        "compute-1"
+    } else {
+        "compute-2"
+    }
+    .to_string();
     let mut ports = Vec::new();
     for n in b["networks"].as_array().cloned().unwrap_or_default() {
         if let Some(pid) = n["port"].as_str() {
             let Some(p) = st.ports.get(pid) else {
-                return err(StatusCode::BAD_REQUEST, "badRequest", format!("Port {pid} could not be found."));
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "badRequest",
+                    format!("Port {pid} could not be found."),
+                );
             };
             if !p.device_id.is_empty() {
                 return conflict(format!("Port {pid} is still in use."));
@@ -315,13 +388,24 @@ async fn create_server(State(sh): S, Extension(mv): Extension<Mv>, Json(body): J
         } else if n["uuid"].is_string() {
             let pid = st.id("port");
             let ip = sh.alloc_ip(&mut st);
-            st.ports.insert(pid.clone(), SPort {
-                id: pid.clone(), name: String::new(), network_id: NETWORK_ID.into(),
-                subnet_id: SUBNET_ID.into(), ip, mac: "fa:16:3e:00:01:01".into(),
-                device_id: String::new(), device_owner: String::new(), host_id: String::new(),
-                status: "DOWN".into(), created_at: now_rfc3339(), nova_created: true,
-                security_groups: vec!["default".into()],
-            });
+            st.ports.insert(
+                pid.clone(),
+                SPort {
+                    id: pid.clone(),
+                    name: String::new(),
+                    network_id: NETWORK_ID.into(),
+                    subnet_id: SUBNET_ID.into(),
+                    ip,
+                    mac: "fa:16:3e:00:01:01".into(),
+                    device_id: String::new(),
+                    device_owner: String::new(),
+                    host_id: String::new(),
+                    status: "DOWN".into(),
+                    created_at: now_rfc3339(),
+                    nova_created: true,
+                    security_groups: vec!["default".into()],
+                },
+            );
             ports.push(pid);
         }
     }
@@ -332,38 +416,53 @@ async fn create_server(State(sh): S, Extension(mv): Extension<Mv>, Json(body): J
     }
     let metadata = b["metadata"]
         .as_object()
-        .map(|m| m.iter().map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned())).collect())
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
         .unwrap_or_default();
     let tags = b["tags"]
         .as_array()
-        .map(|a| a.iter().filter_map(|t| t.as_str().map(str::to_owned)).collect())
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
         .unwrap_or_default();
-    let root = sh.dir.join("servers").join(&id);
+    let root = sh.vm_root(&st);
     let _ = std::fs::create_dir_all(&root);
-    st.servers.insert(id.clone(), SServer {
-        id: id.clone(),
-        name,
-        status: "BUILD".into(),
-        task_state: Some("spawning".into()),
-        created: now_rfc3339(),
-        flavor_id: flavor,
-        image_id: image,
-        key_name,
-        // Security groups apply to ports Nova creates; a given port keeps its own.
-        security_groups: b["security_groups"]
-            .as_array()
-            .map(|a| a.iter().filter_map(|g| g["name"].as_str().map(str::to_owned)).collect())
-            .unwrap_or_else(|| vec!["default".into()]),
-        metadata,
-        user_data: b["user_data"].as_str().map(str::to_owned),
-        az: b["availability_zone"].as_str().unwrap_or("nova").to_owned(),
-        tags,
-        host: host.clone(),
-        ports,
-        volumes: vec![],
-        fault: None,
-        root,
-    });
+    st.servers.insert(
+        id.clone(),
+        SServer {
+            id: id.clone(),
+            name,
+            status: "BUILD".into(),
+            task_state: Some("spawning".into()),
+            created: now_rfc3339(),
+            flavor_id: flavor,
+            image_id: image,
+            key_name,
+            // Security groups apply to ports Nova creates; a given port keeps its own.
+            security_groups: b["security_groups"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["default".into()]),
+            metadata,
+            user_data: b["user_data"].as_str().map(str::to_owned),
+            az: b["availability_zone"].as_str().unwrap_or("nova").to_owned(),
+            tags,
+            host: host.clone(),
+            ports,
+            volumes: vec![],
+            fault: None,
+            root,
+        },
+    );
     drop(st);
     let delay = sh.config.lock().unwrap().build;
     let sh2 = sh.clone();
@@ -372,7 +471,9 @@ async fn create_server(State(sh): S, Extension(mv): Extension<Mv>, Json(body): J
         tokio::time::sleep(delay).await;
         {
             let mut st = sh2.state.lock().unwrap();
-            let Some(s) = st.servers.get_mut(&id2) else { return };
+            let Some(s) = st.servers.get_mut(&id2) else {
+                return;
+            };
             if s.status != "BUILD" {
                 return;
             }
@@ -401,7 +502,9 @@ async fn create_server(State(sh): S, Extension(mv): Extension<Mv>, Json(body): J
 fn finish_delete(sh: &Shared, id: &str) {
     sh.stop_guest(id);
     let mut st = sh.state.lock().unwrap();
-    let Some(s) = st.servers.remove(id) else { return };
+    let Some(s) = st.servers.remove(id) else {
+        return;
+    };
     for pid in &s.ports {
         let nova = st.ports.get(pid).map(|p| p.nova_created).unwrap_or(false);
         if nova {
@@ -462,13 +565,21 @@ async fn server_action(State(sh): S, Path(id): Path<String>, Json(body): Json<Va
         finish_delete(&sh, &id);
         return StatusCode::ACCEPTED.into_response();
     }
-    err(StatusCode::BAD_REQUEST, "badRequest", "unsupported action in the simulator")
+    err(
+        StatusCode::BAD_REQUEST,
+        "badRequest",
+        "unsupported action in the simulator",
+    )
 }
 
 /// Why a server cannot take an attach/detach now (Nova's 409), if it cannot.
 fn busy(s: &SServer, what: &str) -> Option<Response> {
     if s.status == "ERROR" || s.status == "BUILD" || s.task_state.is_some() {
-        let state = if s.status == "ERROR" { "error" } else { "building" };
+        let state = if s.status == "ERROR" {
+            "error"
+        } else {
+            "building"
+        };
         return Some(conflict(format!(
             "Cannot '{what}' instance {} while it is in vm_state {state}",
             s.id
@@ -479,7 +590,9 @@ fn busy(s: &SServer, what: &str) -> Option<Response> {
 
 async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
-    let Some(s) = st.servers.get(&id) else { return not_found(&format!("Instance {id}")) };
+    let Some(s) = st.servers.get(&id) else {
+        return not_found(&format!("Instance {id}"));
+    };
     let list: Vec<Value> = s
         .volumes
         .iter()
@@ -490,10 +603,15 @@ async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Respon
 }
 
 async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
-    let vol = body["volumeAttachment"]["volumeId"].as_str().unwrap_or("").to_owned();
+    let vol = body["volumeAttachment"]["volumeId"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
     {
         let mut st = sh.state.lock().unwrap();
-        let Some(s) = st.servers.get(&id) else { return not_found(&format!("Instance {id}")) };
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
         if let Some(r) = busy(s, "attach_volume") {
             return r;
         }
@@ -507,7 +625,11 @@ async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Va
         v.status = "attaching".into();
         v.server = Some(id.clone());
         v.device = Some("/dev/vdb".into());
-        st.servers.get_mut(&id).expect("checked").volumes.push(vol.clone());
+        st.servers
+            .get_mut(&id)
+            .expect("checked")
+            .volumes
+            .push(vol.clone());
     }
     let delay = sh.config.lock().unwrap().attach;
     let sh2 = sh.clone();
@@ -520,7 +642,9 @@ async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Va
                 Some(s) => s.root.clone(),
                 None => return,
             };
-            let Some(v) = st.volumes.get_mut(&vol2) else { return };
+            let Some(v) = st.volumes.get_mut(&vol2) else {
+                return;
+            };
             if v.status != "attaching" {
                 return;
             }
@@ -540,16 +664,26 @@ async fn detach_volume(State(sh): S, Path((id, vol)): Path<(String, String)>) ->
     let host_up;
     {
         let mut st = sh.state.lock().unwrap();
-        let Some(s) = st.servers.get(&id) else { return not_found(&format!("Instance {id}")) };
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
         if let Some(r) = busy(s, "detach_volume") {
             return r;
         }
         host_up = st.host_up(&s.host);
-        let Some(v) = st.volumes.get_mut(&vol).filter(|v| v.server.as_deref() == Some(id.as_str())) else {
+        let Some(v) = st
+            .volumes
+            .get_mut(&vol)
+            .filter(|v| v.server.as_deref() == Some(id.as_str()))
+        else {
             return not_found(&format!("volume_id {vol} attached to {id}"));
         };
         if v.status != "in-use" {
-            return err(StatusCode::BAD_REQUEST, "badRequest", format!("Invalid volume: volume {vol} is {}", v.status));
+            return err(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                format!("Invalid volume: volume {vol} is {}", v.status),
+            );
         }
         v.status = "detaching".into();
     }
@@ -581,7 +715,9 @@ async fn detach_volume(State(sh): S, Path((id, vol)): Path<(String, String)>) ->
 
 async fn list_interfaces(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
-    let Some(s) = st.servers.get(&id) else { return not_found(&format!("Instance {id}")) };
+    let Some(s) = st.servers.get(&id) else {
+        return not_found(&format!("Instance {id}"));
+    };
     let list: Vec<Value> = s
         .ports
         .iter()
@@ -596,7 +732,9 @@ async fn detach_interface(State(sh): S, Path((id, port)): Path<(String, String)>
     let host_up;
     {
         let st = sh.state.lock().unwrap();
-        let Some(s) = st.servers.get(&id) else { return not_found(&format!("Instance {id}")) };
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
         if let Some(r) = busy(s, "detach_interface") {
             return r;
         }
@@ -631,10 +769,12 @@ async fn list_flavors(State(sh): S) -> Response {
     let list: Vec<Value> = st
         .flavors
         .iter()
-        .map(|f| json!({ "id": f.id, "name": f.name, "vcpus": 4, "ram": 8192, "disk": 40,
+        .map(|f| {
+            json!({ "id": f.id, "name": f.name, "vcpus": 4, "ram": 8192, "disk": 40,
             "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0,
             "os-flavor-access:is_public": true, "OS-FLV-DISABLED:disabled": false,
-            "description": null, "extra_specs": {}, "links": [] }))
+            "description": null, "extra_specs": {}, "links": [] })
+        })
         .collect();
     Json(json!({ "flavors": list })).into_response()
 }
@@ -644,10 +784,12 @@ async fn show_keypair(State(sh): S, Path(name): Path<String>) -> Response {
     if !st.keypairs.contains(&name) {
         return not_found(&format!("Keypair {name} not found for user"));
     }
-    Json(json!({ "keypair": { "name": name, "public_key": "ssh-ed25519 AAAAC3Nz sim",
+    Json(
+        json!({ "keypair": { "name": name, "public_key": "ssh-ed25519 AAAAC3Nz sim",
         "fingerprint": "1e:2c:9b:56:79:4b:45:77:f9:ca:7a:98:2c:b0:d5:3c", "user_id": "u",
         "deleted": false, "created_at": "2024-01-01T00:00:00.000000", "id": 1,
-        "type": "ssh", "updated_at": null, "deleted_at": null } }))
+        "type": "ssh", "updated_at": null, "deleted_at": null } }),
+    )
     .into_response()
 }
 
@@ -658,9 +800,17 @@ async fn list_ports(State(sh): S, Query(q): Q) -> Response {
     let list: Vec<Value> = st
         .ports
         .values()
-        .filter(|p| q.get("device_id").map(|d| &p.device_id == d).unwrap_or(true))
+        .filter(|p| {
+            q.get("device_id")
+                .map(|d| &p.device_id == d)
+                .unwrap_or(true)
+        })
         .filter(|p| q.get("name").map(|n| &p.name == n).unwrap_or(true))
-        .filter(|p| q.get("network_id").map(|n| &p.network_id == n).unwrap_or(true))
+        .filter(|p| {
+            q.get("network_id")
+                .map(|n| &p.network_id == n)
+                .unwrap_or(true)
+        })
         .map(|p| st.render_port(p))
         .collect();
     Json(json!({ "ports": list })).into_response()
@@ -670,7 +820,11 @@ async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
     match st.ports.get(&id) {
         Some(p) => Json(json!({ "port": st.render_port(p) })).into_response(),
-        None => neutron_err(StatusCode::NOT_FOUND, "PortNotFound", format!("Port {id} could not be found.")),
+        None => neutron_err(
+            StatusCode::NOT_FOUND,
+            "PortNotFound",
+            format!("Port {id} could not be found."),
+        ),
     }
 }
 
@@ -681,8 +835,11 @@ async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
     let ip = match wanted {
         Some(ip) => {
             if st.ports.values().any(|p| p.ip == ip) {
-                return neutron_err(StatusCode::CONFLICT, "IpAddressAlreadyAllocated",
-                    format!("IP address {ip} already allocated in subnet {SUBNET_ID}"));
+                return neutron_err(
+                    StatusCode::CONFLICT,
+                    "IpAddressAlreadyAllocated",
+                    format!("IP address {ip} already allocated in subnet {SUBNET_ID}"),
+                );
             }
             ip
         }
@@ -704,7 +861,11 @@ async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
         nova_created: false,
         security_groups: b["security_groups"]
             .as_array()
-            .map(|a| a.iter().filter_map(|g| g.as_str().map(str::to_owned)).collect())
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect()
+            })
             .unwrap_or_default(),
     };
     let v = st.render_port(&port);
@@ -717,8 +878,16 @@ async fn list_fips(State(sh): S, Query(q): Q) -> Response {
     let list: Vec<Value> = st
         .fips
         .values()
-        .filter(|f| q.get("port_id").map(|p| f.port_id.as_deref() == Some(p.as_str())).unwrap_or(true))
-        .filter(|f| q.get("floating_ip_address").map(|a| &f.address == a).unwrap_or(true))
+        .filter(|f| {
+            q.get("port_id")
+                .map(|p| f.port_id.as_deref() == Some(p.as_str()))
+                .unwrap_or(true)
+        })
+        .filter(|f| {
+            q.get("floating_ip_address")
+                .map(|a| &f.address == a)
+                .unwrap_or(true)
+        })
         .map(|f| st.render_fip(f))
         .collect();
     Json(json!({ "floatingips": list })).into_response()
@@ -728,7 +897,11 @@ async fn show_fip(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
     match st.fips.get(&id) {
         Some(f) => Json(json!({ "floatingip": st.render_fip(f) })).into_response(),
-        None => neutron_err(StatusCode::NOT_FOUND, "FloatingIPNotFound", format!("Floating IP {id} could not be found")),
+        None => neutron_err(
+            StatusCode::NOT_FOUND,
+            "FloatingIPNotFound",
+            format!("Floating IP {id} could not be found"),
+        ),
     }
 }
 
@@ -738,17 +911,37 @@ async fn update_fip(State(sh): S, Path(id): Path<String>, Json(body): Json<Value
     let v = {
         let mut st = sh.state.lock().unwrap();
         if !st.fips.contains_key(&id) {
-            return neutron_err(StatusCode::NOT_FOUND, "FloatingIPNotFound", format!("Floating IP {id} could not be found"));
+            return neutron_err(
+                StatusCode::NOT_FOUND,
+                "FloatingIPNotFound",
+                format!("Floating IP {id} could not be found"),
+            );
         }
         let mut fixed = None;
         if let Some(p) = &port {
             let Some(port) = st.ports.get(p) else {
-                return neutron_err(StatusCode::NOT_FOUND, "PortNotFound", format!("Port {p} could not be found."));
+                return neutron_err(
+                    StatusCode::NOT_FOUND,
+                    "PortNotFound",
+                    format!("Port {p} could not be found."),
+                );
             };
-            fixed = Some(b["fixed_ip_address"].as_str().map(str::to_owned).unwrap_or(port.ip.clone()));
-            if st.fips.values().any(|f| f.id != id && f.port_id.as_deref() == Some(p)) {
-                return neutron_err(StatusCode::CONFLICT, "FloatingIPPortAlreadyAssociated",
-                    format!("Port {p} already has a floating IP"));
+            fixed = Some(
+                b["fixed_ip_address"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or(port.ip.clone()),
+            );
+            if st
+                .fips
+                .values()
+                .any(|f| f.id != id && f.port_id.as_deref() == Some(p))
+            {
+                return neutron_err(
+                    StatusCode::CONFLICT,
+                    "FloatingIPPortAlreadyAssociated",
+                    format!("Port {p} already has a floating IP"),
+                );
             }
         }
         let f = st.fips.get_mut(&id).expect("checked");

@@ -100,12 +100,14 @@ impl Sim {
             .worker_threads(2)
             .enable_all()
             .build()?;
-        let listener =
-            runtime.block_on(tokio::net::TcpListener::bind(SocketAddr::from(([127, 0, 0, 1], 0))))?;
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(SocketAddr::from((
+            [127, 0, 0, 1],
+            0,
+        ))))?;
         let addr = listener.local_addr()?;
         let url = format!("http://{addr}");
         std::fs::create_dir_all(dir.join("volumes"))?;
-        std::fs::create_dir_all(dir.join("servers"))?;
+        std::fs::create_dir_all(dir.join("vm"))?;
         let mut st = State::default();
         st.hosts.insert("compute-1".into(), true);
         st.hosts.insert("compute-2".into(), true);
@@ -175,7 +177,12 @@ impl Sim {
     }
 
     pub fn set_host_up(&self, host: &str, up: bool) {
-        self.shared.state.lock().unwrap().hosts.insert(host.into(), up);
+        self.shared
+            .state
+            .lock()
+            .unwrap()
+            .hosts
+            .insert(host.into(), up);
         if !up {
             let ids: Vec<String> = {
                 let st = self.shared.state.lock().unwrap();
@@ -222,7 +229,11 @@ impl Sim {
             port_id.clone(),
             SPort {
                 id: port_id.clone(),
-                name: if nova_port { String::new() } else { format!("{name}-port") },
+                name: if nova_port {
+                    String::new()
+                } else {
+                    format!("{name}-port")
+                },
                 network_id: NETWORK_ID.into(),
                 subnet_id: SUBNET_ID.into(),
                 ip: ip.clone(),
@@ -231,13 +242,17 @@ impl Sim {
                 device_owner: "compute:nova".into(),
                 host_id: host.clone(),
                 status: "ACTIVE".into(),
-                created_at: if nova_port { now_rfc3339() } else { rfc3339_ago(600) },
+                created_at: if nova_port {
+                    now_rfc3339()
+                } else {
+                    rfc3339_ago(600)
+                },
                 nova_created: nova_port,
                 security_groups: vec!["sg-manager".into()],
             },
         );
         let home = sh.dir.join("volumes").join(&vol_id);
-        let root = sh.dir.join("servers").join(&server_id);
+        let root = sh.vm_root(&st);
         std::fs::create_dir_all(&root).expect("server root");
         std::fs::create_dir_all(&home).expect("volume dir");
         std::fs::rename(&home, root.join("cfy-persist")).expect("attach volume dir");
@@ -264,7 +279,11 @@ impl Sim {
                 status: "ACTIVE".into(),
             },
         );
-        let created = if nova_port { rfc3339_ago(1) } else { now_rfc3339() };
+        let created = if nova_port {
+            rfc3339_ago(1)
+        } else {
+            now_rfc3339()
+        };
         let mut metadata = BTreeMap::new();
         metadata.insert("role".into(), "cloudify-manager".into());
         st.servers.insert(
@@ -339,6 +358,11 @@ impl Drop for Sim {
 }
 
 impl Shared {
+    /// A short directory per VM (unix socket paths inside it must stay under 108 bytes).
+    pub fn vm_root(&self, st: &State) -> PathBuf {
+        self.dir.join("vm").join(st.seq.to_string())
+    }
+
     pub fn alloc_ip(&self, st: &mut State) -> String {
         st.next_ip += 1;
         format!("{}.{}", self.net_prefix, st.next_ip)
@@ -363,10 +387,12 @@ impl Shared {
         let env = {
             let st = self.state.lock().unwrap();
             let Some(s) = st.servers.get(id) else { return };
-            let has_volume = s
-                .volumes
-                .iter()
-                .any(|v| st.volumes.get(v).map(|v| v.status == "in-use").unwrap_or(false));
+            let has_volume = s.volumes.iter().any(|v| {
+                st.volumes
+                    .get(v)
+                    .map(|v| v.status == "in-use")
+                    .unwrap_or(false)
+            });
             if s.status != "ACTIVE" || !st.host_up(&s.host) || !has_volume {
                 return;
             }
@@ -398,14 +424,52 @@ impl Shared {
         }
     }
 
-    /// Kill the server's guest (its VM stopped or vanished).
+    /// Kill the server's guest and everything it started (its VM stopped or vanished).
+    /// Services may live in their own sessions, so the process tree is walked first.
     pub fn stop_guest(&self, id: &str) {
         if let Some(mut child) = self.guests.lock().unwrap().remove(id) {
-            let pgid = nix::unistd::Pid::from_raw(child.id() as i32);
-            let _ = nix::sys::signal::killpg(pgid, nix::sys::signal::Signal::SIGKILL);
-            let _ = child.kill();
+            let mut tree = descendants(child.id());
+            tree.push(child.id());
+            for pid in tree {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid as i32),
+                    nix::sys::signal::Signal::SIGKILL,
+                );
+            }
             let _ = child.wait();
             tracing::info!(server = id, "guest stopped");
         }
     }
+}
+
+/// Every descendant of `root` (from /proc's parent links).
+fn descendants(root: u32) -> Vec<u32> {
+    let mut parent_of = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
+            continue;
+        };
+        // The command name may hold spaces: fields resume after the last ')'.
+        let ppid = stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+            .and_then(|p| p.parse::<u32>().ok());
+        if let Some(ppid) = ppid {
+            parent_of.push((pid, ppid));
+        }
+    }
+    let mut out = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(p) = frontier.pop() {
+        for &(child, parent) in &parent_of {
+            if parent == p && !out.contains(&child) {
+                out.push(child);
+                frontier.push(child);
+            }
+        }
+    }
+    out
 }

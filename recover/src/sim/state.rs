@@ -314,7 +314,11 @@ impl State {
     pub fn render_volume(&self, v: &SVolume) -> Value {
         let attachments: Vec<Value> = match (&v.server, v.status.as_str()) {
             (Some(s), "in-use" | "detaching") => {
-                let host = self.servers.get(s).map(|s| s.host.clone()).unwrap_or_default();
+                let host = self
+                    .servers
+                    .get(s)
+                    .map(|s| s.host.clone())
+                    .unwrap_or_default();
                 vec![json!({
                     "server_id": s, "attachment_id": format!("att-{}", v.id), "id": v.id,
                     "volume_id": v.id, "device": v.device, "host_name": host,

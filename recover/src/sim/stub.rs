@@ -35,7 +35,11 @@ impl Stub {
 }
 
 /// Serve until killed.
-pub async fn serve(root: PathBuf, listen: SocketAddr, token: Option<String>) -> std::io::Result<()> {
+pub async fn serve(
+    root: PathBuf,
+    listen: SocketAddr,
+    token: Option<String>,
+) -> std::io::Result<()> {
     let stub = Arc::new(Stub { root, token });
     let app = Router::new()
         .route("/healthz", get(|| async { "ok" }))
