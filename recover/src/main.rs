@@ -1,3 +1,4 @@
-fn main() -> anyhow::Result<()> {
-    anyhow::bail!("cfy-recover: not implemented yet")
+//! Thin entry point: all behaviour lives in the `cfy_recover` library.
+fn main() -> std::process::ExitCode {
+    cfy_recover::cli::main()
 }

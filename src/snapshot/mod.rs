@@ -1,15 +1,243 @@
 //! Snapshot archives of the store (tar + zstd with a manifest), their verification, and
-//! restore with staging, swap and rollback.
+//! restore with staging, swap and rollback. [`Engine`] is the entry point used by the
+//! hooks API; the file formats live in [`archive`] (writer), [`verify`] (reader) and
+//! [`manifest`].
+
+pub mod archive;
+pub mod control;
+pub mod copy;
+mod engine;
+pub mod jobs;
+pub mod manifest;
+pub mod restore;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Root, Section};
 
+pub use engine::{Engine, RestoreSource, SnapshotMeta};
+pub use jobs::{JobInfo, JobKind, JobState};
+
+/// Names inside the store that belong to the snapshot machinery (staging copies, rollback
+/// copy, journal). They are never archived and never swapped.
+pub const RESERVED_PREFIX: &str = ".cfy-snapshot-";
+
 /// `snapshot:` section of the config.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct SnapshotConfig {
+    /// Directory to snapshot and restore; unset = `persist.store`.
+    pub store: Option<PathBuf>,
+    /// Where archives (`<id>.tar.zst`) and their metadata (`<id>.json`) are kept. Must be
+    /// outside the store.
+    pub archive_dir: PathBuf,
+    /// Keep this many snapshots; older ones are deleted after a good snapshot (0 = all).
+    pub keep: usize,
+    /// How writers are paused while the store is copied.
+    pub quiesce: Quiesce,
+    /// zstd settings of the archive.
+    pub compression: Compression,
+    /// Limits enforced while verifying an archive for restore (decompression bombs).
+    pub limits: Limits,
+    /// When the rollback copy made by a restore is deleted.
+    pub keep_rollback: KeepRollback,
+    /// After a restore, how long the restarted services get to become ready before the
+    /// old store is swapped back.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub ready_timeout: Duration,
+    /// Optional Cloudify-level snapshots through the manager's REST API.
+    pub cloudify: Option<CloudifyRest>,
+}
+
+impl Default for SnapshotConfig {
+    fn default() -> Self {
+        Self {
+            store: None,
+            archive_dir: PathBuf::from("/cfy-persist-snapshots"),
+            keep: 3,
+            quiesce: Quiesce::default(),
+            compression: Compression::default(),
+            limits: Limits::default(),
+            keep_rollback: KeepRollback::UntilNextSnapshot,
+            ready_timeout: Duration::from_secs(300),
+            cloudify: None,
+        }
+    }
+}
+
+/// Pausing the writers of the store for the copy.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
-pub struct SnapshotConfig {}
+pub struct Quiesce {
+    /// Services stopped (in this order) before the copy and started (in reverse order)
+    /// after it; also the services stopped around a restore. Unknown names are skipped
+    /// with a warning so one list fits several manager versions.
+    pub services: Vec<String>,
+    /// Commands (argv) run before the copy, e.g. a database CHECKPOINT; a failure aborts.
+    pub pre: Vec<Vec<String>>,
+    /// Commands (argv) run after the copy, even when it failed.
+    pub post: Vec<Vec<String>>,
+}
+
+/// zstd settings.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Compression {
+    /// zstd level (1-19).
+    pub level: i32,
+    /// Compression threads (0 = one per CPU).
+    pub threads: u32,
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            level: 3,
+            threads: 0,
+        }
+    }
+}
+
+/// Limits for archives to restore.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Limits {
+    /// Total uncompressed bytes of all files.
+    pub max_total_bytes: u64,
+    /// Bytes of one file.
+    pub max_file_bytes: u64,
+    /// Number of entries.
+    pub max_entries: u64,
+    /// Bytes of an uploaded (compressed) archive.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_total_bytes: 256 << 30,
+            max_file_bytes: 64 << 30,
+            max_entries: 10_000_000,
+            max_upload_bytes: 256 << 30,
+        }
+    }
+}
+
+/// When the rollback copy of a restore is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeepRollback {
+    /// Deleted after the next good snapshot.
+    UntilNextSnapshot,
+    /// Deleted as soon as the restored services are ready.
+    Never,
+    /// Kept until the next restore replaces it.
+    Always,
+}
+
+/// Cloudify REST snapshot settings.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CloudifyRest {
+    /// Base URL of the manager, e.g. `https://127.0.0.1:53333`.
+    pub url: String,
+    /// Tenant header value.
+    #[serde(default = "default_tenant")]
+    pub tenant: String,
+    pub username: String,
+    /// Password; or use `password_file`.
+    #[serde(default)]
+    pub password: Option<crate::config::Secret>,
+    /// File holding the password (host path).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+}
+
+fn default_tenant() -> String {
+    "default_tenant".into()
+}
 
 impl Section for SnapshotConfig {
-    fn reroot(&mut self, _root: &Root) {}
+    fn reroot(&mut self, root: &Root) {
+        if let Some(s) = &mut self.store {
+            root.apply(s);
+        }
+        root.apply(&mut self.archive_dir);
+        if let Some(c) = &mut self.cloudify {
+            if let Some(f) = &mut c.password_file {
+                root.apply(f);
+            }
+        }
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if let Some(store) = &self.store {
+            if self.archive_dir.starts_with(store) {
+                return Err("snapshot.archive_dir must be outside snapshot.store".into());
+            }
+        }
+        if !(1..=22).contains(&self.compression.level) {
+            return Err("snapshot.compression.level must be within 1..=22".into());
+        }
+        Ok(())
+    }
+}
+
+/// Errors of snapshot and restore operations.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    #[error("another snapshot or restore is running ({0}); try again when it is done")]
+    Busy(String),
+    #[error("no such snapshot: {0}")]
+    NotFound(String),
+    #[error("bad snapshot id {0:?}: use letters, digits, '-', '_' and '.'")]
+    BadId(String),
+    #[error("archive rejected: {0}")]
+    Rejected(String),
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("quiesce: {0}")]
+    Quiesce(String),
+    #[error("restore failed and the previous store was put back: {0}")]
+    RolledBack(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl SnapshotError {
+    pub fn io(path: &Path, source: std::io::Error) -> SnapshotError {
+        SnapshotError::Io {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
+/// Snapshot ids are file names in the archive directory: keep them boring.
+pub fn check_id(id: &str) -> Result<(), SnapshotError> {
+    let ok = !id.is_empty()
+        && id.len() <= 128
+        && !id.starts_with('.')
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(SnapshotError::BadId(id.to_string()))
+    }
+}
+
+/// True for top-level store names that the snapshot machinery owns.
+pub fn is_reserved(name: &std::ffi::OsStr) -> bool {
+    name.to_string_lossy().starts_with(RESERVED_PREFIX)
 }

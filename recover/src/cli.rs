@@ -1,0 +1,352 @@
+//! `cfy-recover` command line: plan, recover, status, resume. The only place (with main.rs)
+//! that uses `anyhow`. Exit codes: 0 done, 1 stopped (journal kept, `resume` continues),
+//! 2 refused or bad input (nothing changed).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+
+use crate::cloud::{Cloud, Policy};
+use crate::flow::{self, AddressChoice, FlowError, Options, Runner, SnapshotChoice, Waits};
+use crate::journal::{self, Journal, JOURNAL_FILE};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "cfy-recover",
+    version,
+    about = "Rebuild a failed Cloudify Manager VM on OpenStack: same port, floating IP and volume"
+)]
+pub struct Cli {
+    /// Cloud from clouds.yaml (else OS_CLOUD, else the OS_* variables).
+    #[arg(long, global = true)]
+    pub os_cloud: Option<String>,
+    /// Catalog interface of the endpoints: public, internal or admin.
+    #[arg(long, global = true, env = "OS_INTERFACE")]
+    pub os_interface: Option<String>,
+    /// Where the journal and downloaded snapshots live.
+    #[arg(long, global = true, env = "CFY_RECOVER_STATE_DIR")]
+    pub state_dir: Option<PathBuf>,
+    /// Machine-readable output.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// Timeout of one API call.
+    #[arg(long, global = true, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub http_timeout: Duration,
+    /// Attempts per API call on 5xx, timeouts and dropped connections.
+    #[arg(long, global = true, default_value_t = 6)]
+    pub retries: u32,
+    /// First back-off delay (doubles each attempt, up to 20s).
+    #[arg(long, global = true, default_value = "500ms", value_parser = humantime::parse_duration)]
+    pub backoff: Duration,
+    /// Polling interval of status transitions.
+    #[arg(long, global = true, default_value = "2s", value_parser = humantime::parse_duration)]
+    pub poll: Duration,
+    /// Longest wait for one transition (delete, boot, attach...).
+    #[arg(long, global = true, default_value = "10m", value_parser = humantime::parse_duration)]
+    pub wait_timeout: Duration,
+    /// Longest wait for a detach before going on with the delete.
+    #[arg(long, global = true, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub detach_timeout: Duration,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Dry run: what was found and what `recover` would do. Changes nothing.
+    Plan(Target),
+    /// Rebuild the server. Needs --yes.
+    Recover {
+        #[command(flatten)]
+        target: Target,
+        /// Confirm: the server will be deleted and re-created.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Show the journal of the current (or last) recovery.
+    Status,
+    /// Continue a recovery that stopped.
+    Resume,
+}
+
+#[derive(Debug, Args)]
+pub struct Target {
+    /// The manager's server, by name or id.
+    #[arg(long)]
+    pub server: String,
+    /// Restore this snapshot archive (verified first).
+    #[arg(long, conflicts_with_all = ["take_snapshot", "no_snapshot"])]
+    pub snapshot: Option<PathBuf>,
+    /// Require a fresh snapshot from the running manager (refuse if it does not answer).
+    /// Without any snapshot option one is taken when the manager answers.
+    #[arg(long, conflicts_with = "no_snapshot")]
+    pub take_snapshot: bool,
+    /// Do not snapshot or restore: the volume alone carries the data.
+    #[arg(long)]
+    pub no_snapshot: bool,
+    /// Allow replacing a port that Nova created (and will delete): the private IP may change.
+    #[arg(long)]
+    pub accept_new_ip: bool,
+    /// The manager's hooks API URL (default: http://FLOATING-or-FIXED-IP:PORT).
+    #[arg(long)]
+    pub manager_url: Option<String>,
+    /// Port of the hooks API TCP listener.
+    #[arg(long, default_value_t = 8780)]
+    pub manager_port: u16,
+    /// Which address reaches the manager when no URL is given.
+    #[arg(long, value_enum, default_value = "floating")]
+    pub manager_address: AddressChoice,
+    /// File holding the hooks API bearer token.
+    #[arg(long)]
+    pub manager_token_file: Option<PathBuf>,
+    /// Longest wait for the manager to become ready (and for a snapshot or restore).
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// User data for the new server (when the old one's is not visible to you).
+    #[arg(long)]
+    pub user_data: Option<PathBuf>,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("cfy-recover: cannot start the runtime: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cfy-recover: {e:#}");
+            let refused = e
+                .downcast_ref::<FlowError>()
+                .map(|f| matches!(f, FlowError::Refused(_)))
+                .unwrap_or(true);
+            ExitCode::from(if refused { 2 } else { 1 })
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("CFY_RECOVER_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn connect(cli: &Cli, os_cloud: Option<&str>) -> anyhow::Result<Cloud> {
+    let env = |k: &str| std::env::var(k).ok();
+    let creds = crate::creds::load(os_cloud, cli.os_interface.as_deref(), &env)?;
+    let policy = Policy {
+        attempts: cli.retries.max(1),
+        backoff: cli.backoff,
+        max_backoff: Duration::from_secs(20),
+        timeout: cli.http_timeout,
+    };
+    Ok(Cloud::new(creds, policy)?)
+}
+
+fn options(cli: &Cli, t: &Target) -> Options {
+    let snapshot = match (&t.snapshot, t.take_snapshot, t.no_snapshot) {
+        (Some(f), _, _) => SnapshotChoice::File(f.clone()),
+        (None, true, _) => SnapshotChoice::Take,
+        (None, false, true) => SnapshotChoice::None,
+        (None, false, false) => SnapshotChoice::Auto,
+    };
+    Options {
+        server: t.server.clone(),
+        snapshot,
+        accept_new_ip: t.accept_new_ip,
+        manager_url: t.manager_url.clone(),
+        manager_port: t.manager_port,
+        manager_address: t.manager_address,
+        token_file: t.manager_token_file.clone(),
+        ready_timeout: t.ready_timeout,
+        user_data_file: t.user_data.clone(),
+        os_cloud: cli.os_cloud.clone(),
+        state_dir: state_dir(cli),
+    }
+}
+
+fn waits(cli: &Cli) -> Waits {
+    Waits {
+        poll: cli.poll,
+        timeout: cli.wait_timeout,
+        detach_timeout: cli.detach_timeout,
+    }
+}
+
+fn state_dir(cli: &Cli) -> PathBuf {
+    cli.state_dir
+        .clone()
+        .unwrap_or_else(journal::default_state_dir)
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let state_dir = state_dir(&cli);
+    let path = state_dir.join(JOURNAL_FILE);
+    match &cli.command {
+        Command::Plan(t) => {
+            let cloud = connect(&cli, cli.os_cloud.as_deref())?;
+            let plan = flow::inspect(&cloud, &options(&cli, t)).await?;
+            print_plan(&plan, cli.json);
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Status => {
+            let j = Journal::load(&path)?;
+            match (j, cli.json) {
+                (None, true) => println!("null"),
+                (None, false) => println!("no recovery journal in {}", state_dir.display()),
+                (Some(j), true) => println!("{}", serde_json::to_string_pretty(&j)?),
+                (Some(j), false) => print!("{}", flow::report(&j)),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Recover { target, yes } => {
+            if !yes {
+                anyhow::bail!(FlowError::Refused(
+                    "recover deletes and re-creates the server: run `plan` first, then add --yes"
+                        .into()
+                ));
+            }
+            let _lock = journal::lock_state_dir(&state_dir)?;
+            if let Some(old) = Journal::load(&path)? {
+                if !old.finished {
+                    anyhow::bail!(FlowError::Refused(format!(
+                        "{}: recovery {} of {} is unfinished: run `cfy-recover resume` (or `status`)",
+                        path.display(),
+                        old.run_id,
+                        old.old_server.name
+                    )));
+                }
+                let done = state_dir.join(format!("journal-{}.json", old.run_id));
+                std::fs::rename(&path, &done)
+                    .with_context(|| format!("archiving {}", path.display()))?;
+            }
+            let cloud = connect(&cli, cli.os_cloud.as_deref())?;
+            let plan = flow::inspect(&cloud, &options(&cli, target)).await?;
+            if !cli.json {
+                print_plan(&plan, false);
+            }
+            plan.journal.save(&path)?;
+            run(&cli, &cloud, plan.journal, path, state_dir.clone()).await
+        }
+        Command::Resume => {
+            let _lock = journal::lock_state_dir(&state_dir)?;
+            let j = Journal::load(&path)?.ok_or_else(|| {
+                FlowError::Refused(format!(
+                    "no recovery journal in {}: nothing to resume",
+                    state_dir.display()
+                ))
+            })?;
+            if j.finished {
+                print_report(&j, cli.json);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let cloud = connect(
+                &cli,
+                j.os_cloud.clone().as_deref().or(cli.os_cloud.as_deref()),
+            )?;
+            run(&cli, &cloud, j, path, state_dir.clone()).await
+        }
+    }
+}
+
+async fn run(
+    cli: &Cli,
+    cloud: &Cloud,
+    journal: Journal,
+    path: PathBuf,
+    state_dir: PathBuf,
+) -> anyhow::Result<ExitCode> {
+    let mut runner = Runner {
+        cloud,
+        journal,
+        path: path.clone(),
+        state_dir,
+        waits: waits(cli),
+    };
+    let result = runner.run().await;
+    print_report(&runner.journal, cli.json);
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(e) => {
+            eprintln!(
+                "cfy-recover: {e}\ncfy-recover: the journal {} records where it stopped; fix the cause and run `cfy-recover resume`",
+                path.display()
+            );
+            Ok(ExitCode::from(1))
+        }
+    }
+}
+
+fn print_report(j: &Journal, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(j).unwrap_or_default());
+    } else {
+        print!("{}", flow::report(j));
+    }
+}
+
+fn print_plan(plan: &flow::Plan, json: bool) {
+    if json {
+        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+        return;
+    }
+    let j = &plan.journal;
+    println!(
+        "server {} ({}): {}, host {}",
+        j.old_server.name,
+        j.old_server.id,
+        j.old_server.status,
+        j.old_server.host_status.as_deref().unwrap_or("unknown")
+    );
+    for p in &j.ports {
+        let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
+        println!(
+            "  port {} {} ({})",
+            p.id,
+            ips.join(","),
+            if p.nova_created {
+                "created by Nova: dies with the server"
+            } else {
+                "pre-created: survives"
+            }
+        );
+    }
+    for v in &j.volumes {
+        println!("  volume {} {}", v.id, v.device.as_deref().unwrap_or(""));
+    }
+    for f in &j.floating_ips {
+        println!("  floating IP {} on port {}", f.address, f.port_id);
+    }
+    println!(
+        "  manager {} ({})",
+        j.manager.url,
+        if plan.manager_answers {
+            "answers"
+        } else {
+            "does not answer"
+        }
+    );
+    for w in &plan.warnings {
+        println!("warning: {w}");
+    }
+    println!("plan:");
+    for (i, a) in plan.actions.iter().enumerate() {
+        println!("  {}. {a}", i + 1);
+    }
+}

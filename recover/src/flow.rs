@@ -1,0 +1,1344 @@
+//! The recovery itself: [`inspect`] reads the server, its ports, volumes and floating IPs and
+//! checks everything that could make the recovery fail half-way (read-only: a bad input is
+//! refused before any change), producing a journal; [`Runner`] executes the journal's steps,
+//! each of which observes the cloud first and only acts when its effect is missing.
+//!
+//! Nova-created ports: Neutron shows no "created by" field, and a port Nova created during
+//! boot looks like a pre-created one once bound (`device_owner: compute:<az>`, `device_id`
+//! the server). What differs is time: Nova creates its ports while the server is in BUILD, so
+//! their `created_at` is at or after the server's `created`; a port made in Neutron first and
+//! passed by id predates the server. A port with no `created_at` (old Neutron) is treated as
+//! Nova-created: refusing is the safe side.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant, SystemTime};
+
+use serde::Serialize;
+use serde_json::{json, Value};
+
+use crate::cloud::models::{Port, Server};
+use crate::cloud::{Cloud, CloudError};
+use crate::journal::*;
+use crate::manager::{self, Manager, ManagerError};
+
+/// Tag and metadata key that mark a server created by a recovery run.
+pub const RUN_TAG_PREFIX: &str = "cfy-recover-";
+pub const RUN_METADATA_KEY: &str = "cfy-recover-run";
+
+#[derive(Debug, thiserror::Error)]
+pub enum FlowError {
+    #[error(transparent)]
+    Cloud(#[from] CloudError),
+    #[error(transparent)]
+    Manager(#[from] ManagerError),
+    #[error(transparent)]
+    Journal(#[from] JournalError),
+    /// Bad input or a state we will not touch; nothing was changed.
+    #[error("refused: {0}")]
+    Refused(String),
+    /// Something the recovery cannot safely decide by itself; it stopped.
+    #[error("stopped: {0}")]
+    Unsafe(String),
+    #[error("timed out after {waited:?} waiting for {what}")]
+    Timeout { what: String, waited: Duration },
+}
+
+/// How to get a snapshot.
+#[derive(Debug, Clone)]
+pub enum SnapshotChoice {
+    Auto,
+    Take,
+    File(PathBuf),
+    None,
+}
+
+/// Which address of the manager to use when no URL is given.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum AddressChoice {
+    Floating,
+    Fixed,
+}
+
+/// Everything `plan` and `recover` are told.
+#[derive(Debug, Clone)]
+pub struct Options {
+    pub server: String,
+    pub snapshot: SnapshotChoice,
+    pub accept_new_ip: bool,
+    pub manager_url: Option<String>,
+    pub manager_port: u16,
+    pub manager_address: AddressChoice,
+    pub token_file: Option<PathBuf>,
+    pub ready_timeout: Duration,
+    pub user_data_file: Option<PathBuf>,
+    pub os_cloud: Option<String>,
+    /// Where the journal and archives live (also the scratch space of archive verification).
+    pub state_dir: PathBuf,
+}
+
+/// Polling of long transitions.
+#[derive(Debug, Clone)]
+pub struct Waits {
+    pub poll: Duration,
+    pub timeout: Duration,
+    /// How long a detach may take before we go on and let the delete free the resource.
+    pub detach_timeout: Duration,
+}
+
+impl Default for Waits {
+    fn default() -> Self {
+        Waits {
+            poll: Duration::from_secs(2),
+            timeout: Duration::from_secs(600),
+            detach_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// The result of `plan`: the journal that `recover` would start with, and what was found.
+#[derive(Debug, Serialize)]
+pub struct Plan {
+    pub journal: Journal,
+    pub manager_answers: bool,
+    pub warnings: Vec<String>,
+    pub actions: Vec<String>,
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn new_run_id() -> String {
+    format!("{:x}{:06x}", now_unix(), rand::random::<u32>() & 0xff_ffff)
+}
+
+/// Is the server's host known to be unusable (so detach would hang)?
+fn host_dead(s: &Server) -> bool {
+    matches!(s.host_status.as_deref(), Some("DOWN" | "UNKNOWN"))
+}
+
+/// Should we detach before deleting: only a healthy server on a live host can do it.
+fn can_detach(s: &Server) -> bool {
+    matches!(s.status.as_str(), "ACTIVE" | "SHUTOFF") && !host_dead(s)
+}
+
+/// See the module comment: a port created at or after the server is Nova's.
+pub fn port_created_by_nova(port: &Port, server: &Server) -> bool {
+    let parse = |t: &str| humantime::parse_rfc3339_weak(t.trim_end_matches('Z')).ok();
+    match (
+        port.created_at.as_deref().and_then(parse),
+        server.created.as_deref().and_then(parse),
+    ) {
+        (Some(p), Some(s)) => p >= s,
+        _ => true,
+    }
+}
+
+/// Read everything and decide; changes nothing.
+pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
+    let refused = |m: String| FlowError::Refused(m);
+    let found = cloud.find_server(&opts.server).await?;
+    let server = match found.len() {
+        0 => return Err(refused(format!("no server named or with id `{}` in this project (check the name and OS_CLOUD / --os-cloud)", opts.server))),
+        1 => found.into_iter().next().expect("one"),
+        n => return Err(refused(format!("{n} servers are named `{}`: pass the id instead", opts.server))),
+    };
+    let mut warnings = Vec::new();
+    let image_id = server.image_id().ok_or_else(|| {
+        refused(format!(
+            "server {} boots from a volume (no image): cfy-recover rebuilds image-booted managers only",
+            server.id
+        ))
+    })?;
+    let flavor_id = resolve_flavor(cloud, &server).await?;
+    if let Some(k) = &server.key_name {
+        if !cloud.keypair_exists(k).await? {
+            return Err(refused(format!("key pair `{k}` of server {} no longer exists: the new server could not be booted with it; re-create it first", server.id)));
+        }
+    }
+    let user_data = match &opts.user_data_file {
+        Some(f) => Some(base64_file(f)?),
+        None => {
+            if server.user_data.is_none() {
+                warnings.push("user data is not visible to this account (or empty): the new server boots without it unless --user-data FILE is given".into());
+            }
+            server.user_data.clone()
+        }
+    };
+    let ports = inspect_ports(cloud, &server, opts.accept_new_ip, &mut warnings).await?;
+    let volumes = inspect_volumes(cloud, &server).await?;
+    let floating_ips = inspect_floating_ips(cloud, &ports).await?;
+    let run_id = new_run_id();
+    let snapshot = snapshot_record(&opts.snapshot, &opts.state_dir)?;
+    if let Some(t) = &opts.token_file {
+        Manager::new("http://unused", Some(t))?;
+    }
+    let mut metadata = server.metadata.clone();
+    metadata.insert(RUN_METADATA_KEY.into(), run_id.clone());
+    let tag = format!("{RUN_TAG_PREFIX}{run_id}");
+    let mut tags: Vec<String> = server
+        .tags
+        .clone()
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|t| !t.starts_with(RUN_TAG_PREFIX))
+        .collect();
+    tags.push(tag.clone());
+    let journal = Journal {
+        version: JOURNAL_VERSION,
+        run_id,
+        started_at: now_unix(),
+        os_cloud: opts.os_cloud.clone(),
+        old_server: OldServer {
+            id: server.id.clone(),
+            name: server.name.clone(),
+            status: server.status.clone(),
+            host_status: server.host_status.clone(),
+        },
+        spec: ServerSpec {
+            name: server.name.clone(),
+            flavor_id,
+            image_id,
+            key_name: server.key_name.clone(),
+            security_groups: server
+                .security_groups
+                .clone()
+                .unwrap_or_default()
+                .into_iter()
+                .map(|g| g.name)
+                .collect::<std::collections::BTreeSet<_>>()
+                .into_iter()
+                .collect(),
+            metadata,
+            user_data,
+            availability_zone: server.availability_zone.clone().filter(|z| !z.is_empty()),
+            tags,
+        },
+        new_server_tag: tag,
+        new_server_id: None,
+        ports,
+        volumes,
+        floating_ips,
+        snapshot,
+        manager: ManagerTarget {
+            url: opts.manager_url.clone().unwrap_or_default(),
+            token_file: opts.token_file.clone(),
+            ready_timeout_s: opts.ready_timeout.as_secs().max(1),
+        },
+        steps: Journal::fresh_steps(),
+        finished: false,
+        last_error: None,
+    };
+    let mut journal = journal;
+    if journal.manager.url.is_empty() {
+        journal.manager.url = default_manager_url(&journal, opts)?;
+    }
+    let manager_answers = Manager::new(&journal.manager.url, None)?.alive().await;
+    if journal.snapshot.mode == SnapshotMode::Required && !manager_answers {
+        return Err(refused(format!("--take-snapshot: the manager at {} does not answer; pass --snapshot FILE or recover with the volume alone (without --take-snapshot)", journal.manager.url)));
+    }
+    let actions = describe_actions(&journal, &server, manager_answers);
+    Ok(Plan {
+        journal,
+        manager_answers,
+        warnings,
+        actions,
+    })
+}
+
+async fn resolve_flavor(cloud: &Cloud, server: &Server) -> Result<String, FlowError> {
+    if let Some(id) = server.flavor_id() {
+        return Ok(id);
+    }
+    let name = server
+        .flavor_name()
+        .ok_or_else(|| FlowError::Refused(format!("server {} shows no flavor", server.id)))?;
+    let flavors = cloud.flavors().await?;
+    flavors
+        .into_iter()
+        .find(|f| f.name == name)
+        .map(|f| f.id)
+        .ok_or_else(|| {
+            FlowError::Refused(format!(
+                "flavor `{name}` of server {} no longer exists: the new server could not be booted",
+                server.id
+            ))
+        })
+}
+
+fn base64_file(path: &Path) -> Result<String, FlowError> {
+    use base64::Engine;
+    let data = std::fs::read(path).map_err(|e| {
+        FlowError::Refused(format!("{}: cannot read user data: {e}", path.display()))
+    })?;
+    Ok(base64::engine::general_purpose::STANDARD.encode(data))
+}
+
+async fn inspect_ports(
+    cloud: &Cloud,
+    server: &Server,
+    accept_new_ip: bool,
+    warnings: &mut Vec<String>,
+) -> Result<Vec<PortRecord>, FlowError> {
+    let ports = cloud.ports_of_device(&server.id).await?;
+    if ports.is_empty() {
+        return Err(FlowError::Refused(format!(
+            "server {} has no Neutron port: nothing keeps its private IP",
+            server.id
+        )));
+    }
+    let mut out = Vec::new();
+    for p in ports {
+        if p.device_id != server.id {
+            return Err(FlowError::Refused(format!(
+                "port {} is attached to {} (`{}`), not to server {}",
+                p.id, p.device_id, p.device_owner, server.id
+            )));
+        }
+        let nova_created = port_created_by_nova(&p, server);
+        let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
+        if nova_created && !accept_new_ip {
+            return Err(FlowError::Refused(format!(
+                "port {} ({}) was created by Nova with the server (created_at {} is not before the server's {}): deleting the server deletes it and the private IP is lost. Re-run with --accept-new-ip to replace it with a pre-created port (cfy-recover asks Neutron for the same IP, which may fail), or re-create the server with a port made in Neutron first",
+                p.id,
+                ips.join(", "),
+                p.created_at.as_deref().unwrap_or("unknown"),
+                server.created.as_deref().unwrap_or("unknown"),
+            )));
+        }
+        if nova_created {
+            warnings.push(format!(
+                "port {} ({}) dies with the server: a new port is created on network {} (same IP requested)",
+                p.id,
+                ips.join(", "),
+                p.network_id
+            ));
+        }
+        out.push(PortRecord {
+            id: p.id,
+            network_id: p.network_id,
+            fixed_ips: p.fixed_ips,
+            security_groups: p.security_groups,
+            nova_created,
+            new_id: None,
+        });
+    }
+    Ok(out)
+}
+
+async fn inspect_volumes(cloud: &Cloud, server: &Server) -> Result<Vec<VolumeRecord>, FlowError> {
+    let mut out = Vec::new();
+    for v in &server.volumes_attached {
+        if v.delete_on_termination {
+            return Err(FlowError::Refused(format!("volume {} is attached with delete_on_termination: deleting the server would delete it", v.id)));
+        }
+        let vol = cloud.volume(&v.id).await?.ok_or_else(|| {
+            FlowError::Refused(format!(
+                "volume {} listed on the server does not exist in Cinder",
+                v.id
+            ))
+        })?;
+        let elsewhere: Vec<&str> = vol
+            .attached_to()
+            .into_iter()
+            .filter(|s| *s != server.id)
+            .collect();
+        if !elsewhere.is_empty() {
+            return Err(FlowError::Refused(format!(
+                "volume {} is also attached to {}: detach it there first",
+                v.id,
+                elsewhere.join(", ")
+            )));
+        }
+        let device = vol
+            .attachments
+            .iter()
+            .find(|a| a.server_id == server.id)
+            .and_then(|a| a.device.clone());
+        out.push(VolumeRecord {
+            id: v.id.clone(),
+            device,
+        });
+    }
+    Ok(out)
+}
+
+async fn inspect_floating_ips(
+    cloud: &Cloud,
+    ports: &[PortRecord],
+) -> Result<Vec<FloatingIpRecord>, FlowError> {
+    let mut out = Vec::new();
+    for p in ports {
+        for f in cloud.floating_ips_of_port(&p.id).await? {
+            if f.port_id.as_deref() != Some(p.id.as_str()) {
+                return Err(FlowError::Refused(format!(
+                    "floating IP {} is bound to port {}, not to {}",
+                    f.floating_ip_address,
+                    f.port_id.as_deref().unwrap_or("none"),
+                    p.id
+                )));
+            }
+            out.push(FloatingIpRecord {
+                id: f.id,
+                address: f.floating_ip_address,
+                port_id: p.id.clone(),
+                fixed_ip: f.fixed_ip_address,
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn snapshot_record(choice: &SnapshotChoice, scratch: &Path) -> Result<SnapshotRecord, FlowError> {
+    Ok(match choice {
+        SnapshotChoice::Auto => SnapshotRecord {
+            mode: SnapshotMode::Auto,
+            path: None,
+            sha256: None,
+        },
+        SnapshotChoice::Take => SnapshotRecord {
+            mode: SnapshotMode::Required,
+            path: None,
+            sha256: None,
+        },
+        SnapshotChoice::None => SnapshotRecord {
+            mode: SnapshotMode::None,
+            path: None,
+            sha256: None,
+        },
+        SnapshotChoice::File(p) => {
+            let info = manager::verify_archive(p, scratch)
+                .map_err(|e| FlowError::Refused(format!("{e} (--snapshot)")))?;
+            let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
+            SnapshotRecord {
+                mode: SnapshotMode::File,
+                path: Some(path),
+                sha256: Some(info.sha256),
+            }
+        }
+    })
+}
+
+/// `http://ADDRESS:PORT` from the floating IP (when chosen and present) or the fixed IP.
+fn default_manager_url(j: &Journal, opts: &Options) -> Result<String, FlowError> {
+    let floating = j.floating_ips.first().map(|f| f.address.clone());
+    let fixed = j
+        .ports
+        .first()
+        .and_then(|p| p.fixed_ips.first())
+        .map(|f| f.ip_address.clone());
+    let addr = match opts.manager_address {
+        AddressChoice::Floating => floating.or(fixed),
+        AddressChoice::Fixed => fixed,
+    }
+    .ok_or_else(|| FlowError::Refused("no address for the manager: pass --manager-url".into()))?;
+    let host = if addr.contains(':') {
+        format!("[{addr}]")
+    } else {
+        addr
+    };
+    Ok(format!("http://{host}:{}", opts.manager_port))
+}
+
+fn describe_actions(j: &Journal, server: &Server, manager_answers: bool) -> Vec<String> {
+    let mut a = Vec::new();
+    a.push(match j.snapshot.mode {
+        SnapshotMode::File => format!(
+            "restore snapshot file {}",
+            j.snapshot
+                .path
+                .as_deref()
+                .unwrap_or(Path::new("?"))
+                .display()
+        ),
+        SnapshotMode::None => "no snapshot: the volume alone carries the data".into(),
+        _ if manager_answers => format!("take a snapshot through {}", j.manager.url),
+        SnapshotMode::Required => "take a snapshot (the manager does not answer!)".into(),
+        SnapshotMode::Auto => format!(
+            "no snapshot: the manager at {} does not answer; the volume alone carries the data",
+            j.manager.url
+        ),
+    });
+    for f in &j.floating_ips {
+        a.push(format!("disassociate floating IP {} ({})", f.address, f.id));
+    }
+    if can_detach(server) {
+        a.push(format!(
+            "detach {} volume(s) and {} port(s) from {} ({})",
+            j.volumes.len(),
+            j.ports.len(),
+            server.id,
+            server.status
+        ));
+    } else {
+        a.push(format!(
+            "skip detaching: server is {} on a host that is {}; the delete frees port and volumes",
+            server.status,
+            server.host_status.as_deref().unwrap_or("unknown")
+        ));
+    }
+    a.push(format!("delete server {} and wait until it is gone, the port(s) unbound and the volume(s) available", server.id));
+    for p in j.ports.iter().filter(|p| p.nova_created) {
+        a.push(format!(
+            "create a port on network {} to replace {}",
+            p.network_id, p.id
+        ));
+    }
+    a.push(format!(
+        "boot `{}` (flavor {}, image {}, tag {}) on port(s) {}; wait ACTIVE",
+        j.spec.name,
+        j.spec.flavor_id,
+        j.spec.image_id,
+        j.new_server_tag,
+        j.ports
+            .iter()
+            .map(|p| p.id.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    ));
+    for v in &j.volumes {
+        a.push(format!("attach volume {}; wait in-use", v.id));
+    }
+    for f in &j.floating_ips {
+        a.push(format!("associate floating IP {}; wait ACTIVE", f.address));
+    }
+    a.push(format!(
+        "wait for {}/readyz, restore, check ready",
+        j.manager.url
+    ));
+    a
+}
+
+/// Deterministic crash points for tests: `CFY_RECOVER_CRASH_AT=before:STEP` or
+/// `after:STEP` kills the process with SIGKILL there (as `kill -9` would).
+fn crash_point(when: &str, step: Step) {
+    if let Ok(spec) = std::env::var("CFY_RECOVER_CRASH_AT") {
+        if spec == format!("{when}:{}", step.name()) {
+            tracing::warn!(step = step.name(), when, "crash point reached: SIGKILL");
+            let _ = nix::sys::signal::raise(nix::sys::signal::Signal::SIGKILL);
+        }
+    }
+}
+
+/// What a step did.
+struct Outcome {
+    skipped: bool,
+    note: String,
+}
+
+fn done(note: impl Into<String>) -> Result<Outcome, FlowError> {
+    Ok(Outcome {
+        skipped: false,
+        note: note.into(),
+    })
+}
+
+fn skipped(note: impl Into<String>) -> Result<Outcome, FlowError> {
+    Ok(Outcome {
+        skipped: true,
+        note: note.into(),
+    })
+}
+
+/// Executes a journal's steps in order, saving the journal around each.
+pub struct Runner<'a> {
+    pub cloud: &'a Cloud,
+    pub journal: Journal,
+    pub path: PathBuf,
+    pub state_dir: PathBuf,
+    pub waits: Waits,
+}
+
+impl Runner<'_> {
+    fn save(&self) -> Result<(), FlowError> {
+        self.journal.save(&self.path).map_err(FlowError::from)
+    }
+
+    /// Run every step not done yet. On error the journal says where it stopped and why.
+    pub async fn run(&mut self) -> Result<(), FlowError> {
+        while let Some(step) = self.journal.next_step() {
+            {
+                let rec = self.journal.step_mut(step);
+                rec.state = StepState::Running;
+                rec.attempts += 1;
+            }
+            self.save()?;
+            tracing::info!(step = step.name(), "step started");
+            crash_point("before", step);
+            let start = Instant::now();
+            let result = self.exec(step).await;
+            let ms = start.elapsed().as_millis() as u64;
+            if result.is_ok() {
+                crash_point("after", step);
+            }
+            let rec = self.journal.step_mut(step);
+            rec.duration_ms += ms;
+            match result {
+                Ok(o) => {
+                    rec.state = if o.skipped {
+                        StepState::Skipped
+                    } else {
+                        StepState::Done
+                    };
+                    rec.note = o.note;
+                    tracing::info!(step = step.name(), ms, note = %rec.note, "step finished");
+                    self.journal.last_error = None;
+                    self.save()?;
+                }
+                Err(e) => {
+                    rec.state = StepState::Failed;
+                    rec.note = e.to_string();
+                    self.journal.last_error = Some(format!("{}: {e}", step.name()));
+                    tracing::error!(step = step.name(), error = %e, "step failed");
+                    self.save()?;
+                    return Err(e);
+                }
+            }
+        }
+        self.journal.finished = true;
+        self.save()
+    }
+
+    async fn exec(&mut self, step: Step) -> Result<Outcome, FlowError> {
+        match step {
+            Step::Snapshot => self.snapshot().await,
+            Step::DisassociateFloatingIp => self.disassociate().await,
+            Step::DetachVolumes => self.detach_volumes().await,
+            Step::DetachPorts => self.detach_ports().await,
+            Step::DeleteServer => self.delete_server().await,
+            Step::WaitReleased => self.wait_released().await,
+            Step::PreparePorts => self.prepare_ports().await,
+            Step::CreateServer => self.create_server().await,
+            Step::WaitActive => self.wait_active().await,
+            Step::AttachVolumes => self.attach_volumes().await,
+            Step::AssociateFloatingIp => self.associate().await,
+            Step::WaitReady => self.wait_ready().await,
+            Step::Restore => self.restore().await,
+            Step::CheckReady => self.check_ready().await,
+        }
+    }
+
+    /// Poll `probe` until it returns `Some`, or time out.
+    async fn wait_for<T, F, Fut>(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut probe: F,
+    ) -> Result<T, FlowError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<T>, FlowError>>,
+    {
+        let start = Instant::now();
+        loop {
+            if let Some(v) = probe().await? {
+                return Ok(v);
+            }
+            if start.elapsed() >= timeout {
+                return Err(FlowError::Timeout {
+                    what: what.to_owned(),
+                    waited: timeout,
+                });
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        }
+    }
+
+    fn manager(&self) -> Result<Manager, FlowError> {
+        Ok(Manager::new(
+            &self.journal.manager.url,
+            self.journal.manager.token_file.as_deref(),
+        )?)
+    }
+
+    async fn snapshot(&mut self) -> Result<Outcome, FlowError> {
+        let snap = self.journal.snapshot.clone();
+        if let (Some(path), Some(sha)) = (&snap.path, &snap.sha256) {
+            let actual = manager::sha256_file(path).map_err(|e| {
+                FlowError::Unsafe(format!(
+                    "{}: snapshot archive unreadable: {e}",
+                    path.display()
+                ))
+            })?;
+            if &actual != sha {
+                return Err(FlowError::Unsafe(format!(
+                    "{}: snapshot archive changed since it was verified (sha256 {actual}, expected {sha})",
+                    path.display()
+                )));
+            }
+            return done(format!("archive {} verified", path.display()));
+        }
+        if snap.mode == SnapshotMode::None {
+            return skipped("no snapshot requested: the volume alone carries the data");
+        }
+        let m = self.manager()?;
+        if !m.alive().await {
+            if snap.mode == SnapshotMode::Required {
+                return Err(FlowError::Unsafe(format!(
+                    "the manager at {} stopped answering before the snapshot; nothing was changed: pass --snapshot FILE or run without --take-snapshot",
+                    m.url
+                )));
+            }
+            return skipped(format!(
+                "the manager at {} does not answer: recovering with the volume alone",
+                m.url
+            ));
+        }
+        let dest = self
+            .state_dir
+            .join(format!("snapshot-{}.archive", self.journal.run_id));
+        let timeout = Duration::from_secs(self.journal.manager.ready_timeout_s);
+        let reported = m.take_snapshot(&dest, timeout).await?;
+        let info = manager::verify_archive(&dest, &self.state_dir)?;
+        if !reported.is_empty() && reported != info.sha256 {
+            return Err(FlowError::Unsafe(format!(
+                "{}: downloaded archive has sha256 {}, the manager reported {reported}: run resume to download again",
+                dest.display(),
+                info.sha256
+            )));
+        }
+        self.journal.snapshot.path = Some(dest.clone());
+        self.journal.snapshot.sha256 = Some(info.sha256);
+        self.save()?;
+        done(format!(
+            "took snapshot {} ({} bytes, {} entries)",
+            dest.display(),
+            info.bytes,
+            info.entries
+        ))
+    }
+
+    async fn disassociate(&mut self) -> Result<Outcome, FlowError> {
+        if self.journal.floating_ips.is_empty() {
+            return skipped("no floating IP");
+        }
+        let mut notes = Vec::new();
+        for f in self.journal.floating_ips.clone() {
+            let cur = self.cloud.floating_ip(&f.id).await?.ok_or_else(|| {
+                FlowError::Unsafe(format!(
+                    "floating IP {} ({}) no longer exists",
+                    f.address, f.id
+                ))
+            })?;
+            let ours = [Some(f.port_id.as_str()), self.port_target(&f.port_id)];
+            match cur.port_id.as_deref() {
+                None => notes.push(format!("{} already free", f.address)),
+                Some(p) if ours.contains(&Some(p)) => {
+                    self.cloud.set_floating_ip_port(&f.id, None, None).await?;
+                    notes.push(format!("{} released", f.address));
+                }
+                Some(p) => return Err(FlowError::Unsafe(format!(
+                    "floating IP {} is now bound to port {p}, not ours: someone else is using it",
+                    f.address
+                ))),
+            }
+        }
+        done(notes.join("; "))
+    }
+
+    fn port_target(&self, old_port: &str) -> Option<&str> {
+        self.journal
+            .ports
+            .iter()
+            .find(|p| p.id == old_port)
+            .and_then(|p| p.target())
+    }
+
+    /// The old server when it is still there and able to detach.
+    async fn detachable_old_server(&self) -> Result<Result<Server, String>, FlowError> {
+        match self.cloud.server(&self.journal.old_server.id).await? {
+            None => Ok(Err("old server already gone".into())),
+            Some(s) if s.status == "DELETED" => Ok(Err("old server already gone".into())),
+            Some(s) if !can_detach(&s) => Ok(Err(format!(
+                "server is {} (host {}): Nova cannot detach; the delete frees the resources",
+                s.status,
+                s.host_status.as_deref().unwrap_or("unknown")
+            ))),
+            Some(s) => Ok(Ok(s)),
+        }
+    }
+
+    async fn detach_volumes(&mut self) -> Result<Outcome, FlowError> {
+        if self.journal.volumes.is_empty() {
+            return skipped("no volume");
+        }
+        let server = match self.detachable_old_server().await? {
+            Err(why) => return skipped(why),
+            Ok(s) => s,
+        };
+        let mut notes = Vec::new();
+        for v in self.journal.volumes.clone() {
+            let Some(vol) = self.cloud.volume(&v.id).await? else {
+                return Err(FlowError::Unsafe(format!(
+                    "volume {} no longer exists",
+                    v.id
+                )));
+            };
+            if !vol.attached_to().contains(&server.id.as_str()) {
+                notes.push(format!("{} already detached", v.id));
+                continue;
+            }
+            match self.cloud.detach_volume(&server.id, &v.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => {
+                    notes.push(format!(
+                        "{}: detach refused (409), the delete frees it",
+                        v.id
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let cloud = self.cloud;
+            let id = v.id.clone();
+            let waited = self
+                .wait_for("volume detach", self.waits.detach_timeout, || async {
+                    let vol = cloud.volume(&id).await?;
+                    Ok(vol
+                        .filter(|v| v.status == "available" && v.attachments.is_empty())
+                        .map(|_| ()))
+                })
+                .await;
+            notes.push(match waited {
+                Ok(()) => format!("{} detached", v.id),
+                Err(FlowError::Timeout { .. }) => {
+                    format!("{}: detach did not finish, the delete frees it", v.id)
+                }
+                Err(e) => return Err(e),
+            });
+        }
+        done(notes.join("; "))
+    }
+
+    async fn detach_ports(&mut self) -> Result<Outcome, FlowError> {
+        let server = match self.detachable_old_server().await? {
+            Err(why) => return skipped(why),
+            Ok(s) => s,
+        };
+        let mut notes = Vec::new();
+        for p in self.journal.ports.clone() {
+            if p.nova_created {
+                notes.push(format!(
+                    "{}: Nova's own port, left to die with the server",
+                    p.id
+                ));
+                continue;
+            }
+            let Some(port) = self.cloud.port(&p.id).await? else {
+                return Err(FlowError::Unsafe(format!(
+                    "port {} no longer exists: the private IP is lost",
+                    p.id
+                )));
+            };
+            if port.device_id != server.id {
+                notes.push(format!("{} already detached", p.id));
+                continue;
+            }
+            match self.cloud.detach_interface(&server.id, &p.id).await {
+                Ok(()) => {}
+                Err(e) if e.is_conflict() => {
+                    notes.push(format!(
+                        "{}: detach refused (409), the delete unbinds it",
+                        p.id
+                    ));
+                    continue;
+                }
+                Err(e) => return Err(e.into()),
+            }
+            let cloud = self.cloud;
+            let id = p.id.clone();
+            let waited = self
+                .wait_for("port detach", self.waits.detach_timeout, || async {
+                    Ok(cloud
+                        .port(&id)
+                        .await?
+                        .filter(|p| p.is_unbound())
+                        .map(|_| ()))
+                })
+                .await;
+            notes.push(match waited {
+                Ok(()) => format!("{} detached", p.id),
+                Err(FlowError::Timeout { .. }) => {
+                    format!("{}: detach did not finish, the delete unbinds it", p.id)
+                }
+                Err(e) => return Err(e),
+            });
+        }
+        done(notes.join("; "))
+    }
+
+    async fn delete_server(&mut self) -> Result<Outcome, FlowError> {
+        let id = self.journal.old_server.id.clone();
+        let cloud = self.cloud;
+        let mut deleted_by_us = false;
+        let start = Instant::now();
+        loop {
+            let s = cloud.server(&id).await?;
+            match s {
+                None => break,
+                Some(s) if s.status == "DELETED" => break,
+                Some(s) if s.status == "SOFT_DELETED" => {
+                    cloud
+                        .server_action(&id, json!({ "forceDelete": null }))
+                        .await?;
+                    deleted_by_us = true;
+                }
+                Some(s) if s.task_state.as_deref() == Some("deleting") => {}
+                Some(_) => match cloud.delete_server(&id).await {
+                    Ok(()) => deleted_by_us = true,
+                    Err(e) if e.is_conflict() => {
+                        tracing::warn!(error = %e, "delete refused for now, retrying");
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            }
+            if start.elapsed() > self.waits.timeout {
+                return Err(FlowError::Timeout {
+                    what: format!("server {id} to be deleted"),
+                    waited: self.waits.timeout,
+                });
+            }
+            tokio::time::sleep(self.waits.poll).await;
+        }
+        done(if deleted_by_us {
+            format!("server {id} deleted")
+        } else {
+            format!("server {id} already gone")
+        })
+    }
+
+    async fn wait_released(&mut self) -> Result<Outcome, FlowError> {
+        let cloud = self.cloud;
+        for p in self.journal.ports.clone() {
+            if p.nova_created {
+                continue;
+            }
+            let id = p.id.clone();
+            self.wait_for(&format!("port {id} to be unbound"), self.waits.timeout, || async {
+                match cloud.port(&id).await? {
+                    None => Err(FlowError::Unsafe(format!("port {id} was deleted with the server: the private IP is lost; re-run with a new plan and --accept-new-ip"))),
+                    Some(p) if p.is_unbound() => Ok(Some(())),
+                    Some(_) => Ok(None),
+                }
+            })
+            .await?;
+        }
+        for v in self.journal.volumes.clone() {
+            let id = v.id.clone();
+            self.wait_for(&format!("volume {id} to be available"), self.waits.timeout, || async {
+                match cloud.volume(&id).await? {
+                    None => Err(FlowError::Unsafe(format!("volume {id} no longer exists"))),
+                    Some(v) if v.status == "available" && v.attachments.is_empty() => Ok(Some(())),
+                    Some(v) if v.status.starts_with("error") => Err(FlowError::Unsafe(format!(
+                        "volume {id} is in status {}: fix it in Cinder (e.g. reset its state) and run resume",
+                        v.status
+                    ))),
+                    Some(_) => Ok(None),
+                }
+            })
+            .await?;
+        }
+        done(format!(
+            "{} port(s) unbound, {} volume(s) available",
+            self.journal
+                .ports
+                .iter()
+                .filter(|p| !p.nova_created)
+                .count(),
+            self.journal.volumes.len()
+        ))
+    }
+
+    fn replacement_port_name(&self, index: usize) -> String {
+        format!(
+            "{}-port{index}-{}{}",
+            self.journal.spec.name, RUN_TAG_PREFIX, self.journal.run_id
+        )
+    }
+
+    async fn prepare_ports(&mut self) -> Result<Outcome, FlowError> {
+        if !self.journal.ports.iter().any(|p| p.nova_created) {
+            return skipped("every port survives: nothing to create");
+        }
+        let mut notes = Vec::new();
+        for i in 0..self.journal.ports.len() {
+            let p = self.journal.ports[i].clone();
+            if !p.nova_created || p.new_id.is_some() {
+                continue;
+            }
+            let name = self.replacement_port_name(i);
+            let port = self.create_port_once(&p, &name).await?;
+            let ips: Vec<String> = port
+                .fixed_ips
+                .iter()
+                .map(|f| f.ip_address.clone())
+                .collect();
+            notes.push(format!(
+                "port {} ({}) replaces {}",
+                port.id,
+                ips.join(", "),
+                p.id
+            ));
+            self.journal.ports[i].new_id = Some(port.id);
+            self.save()?;
+        }
+        done(notes.join("; "))
+    }
+
+    /// Create port `name` unless it exists; ask for the old IP first, then any IP.
+    async fn create_port_once(&self, old: &PortRecord, name: &str) -> Result<Port, FlowError> {
+        let mut ask_same_ip = true;
+        for attempt in 0..self.cloud.policy.attempts {
+            if let Some(p) = self.cloud.ports_named(name).await?.into_iter().next() {
+                return Ok(p);
+            }
+            let fixed_ips: Vec<Value> = old
+                .fixed_ips
+                .iter()
+                .map(|f| {
+                    if ask_same_ip {
+                        json!({ "subnet_id": f.subnet_id, "ip_address": f.ip_address })
+                    } else {
+                        json!({ "subnet_id": f.subnet_id })
+                    }
+                })
+                .collect();
+            let body = json!({ "port": {
+                "network_id": old.network_id, "name": name, "fixed_ips": fixed_ips,
+                "security_groups": old.security_groups,
+            }});
+            match self.cloud.create_port(&body).await {
+                Ok(p) => return Ok(p),
+                Err(e) if e.is_conflict() || e.status() == Some(400) => {
+                    if !ask_same_ip {
+                        return Err(e.into());
+                    }
+                    tracing::warn!(error = %e, "the old IP is not available, asking for any");
+                    ask_same_ip = false;
+                }
+                Err(e) if e.is_transient() => {
+                    tokio::time::sleep(self.cloud.policy.delay(attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(FlowError::Unsafe(format!("could not create port {name}")))
+    }
+
+    fn create_body(&self) -> Result<Value, FlowError> {
+        let s = &self.journal.spec;
+        let networks: Vec<Value> = self
+            .journal
+            .ports
+            .iter()
+            .map(|p| {
+                p.target()
+                    .map(|id| json!({ "port": id }))
+                    .ok_or_else(|| FlowError::Unsafe(format!("no port to replace {}", p.id)))
+            })
+            .collect::<Result<_, _>>()?;
+        let mut server = json!({
+            "name": s.name,
+            "flavorRef": s.flavor_id,
+            "imageRef": s.image_id,
+            "metadata": s.metadata,
+            "networks": networks,
+            "tags": s.tags,
+        });
+        if !s.security_groups.is_empty() {
+            server["security_groups"] = s
+                .security_groups
+                .iter()
+                .map(|n| json!({ "name": n }))
+                .collect();
+        }
+        if let Some(k) = &s.key_name {
+            server["key_name"] = json!(k);
+        }
+        if let Some(u) = &s.user_data {
+            server["user_data"] = json!(u);
+        }
+        if let Some(z) = &s.availability_zone {
+            server["availability_zone"] = json!(z);
+        }
+        Ok(json!({ "server": server }))
+    }
+
+    /// The server carrying our tag, if one exists (at most one, or we stop).
+    async fn find_ours(&self) -> Result<Option<Server>, FlowError> {
+        let mut found = self
+            .cloud
+            .servers_with_tag(&self.journal.new_server_tag)
+            .await?;
+        found.retain(|s| s.status != "DELETED");
+        match found.len() {
+            0 => Ok(None),
+            1 => Ok(found.pop()),
+            n => Err(FlowError::Unsafe(format!(
+                "{n} servers carry tag {}: delete the extra ones, keep one, and run resume",
+                self.journal.new_server_tag
+            ))),
+        }
+    }
+
+    async fn create_server(&mut self) -> Result<Outcome, FlowError> {
+        if let Some(id) = self.journal.new_server_id.clone() {
+            if self.cloud.server(&id).await?.is_some() {
+                return done(format!("server {id} already created"));
+            }
+            tracing::warn!(server = %id, "the recorded new server is gone; looking for our tag");
+            self.journal.new_server_id = None;
+            self.save()?;
+        }
+        let body = self.create_body()?;
+        for attempt in 0..self.cloud.policy.attempts {
+            if let Some(s) = self.find_ours().await? {
+                self.journal.new_server_id = Some(s.id.clone());
+                self.save()?;
+                return done(format!("found server {} by tag", s.id));
+            }
+            match self.cloud.create_server(&body).await {
+                Ok(id) => {
+                    self.journal.new_server_id = Some(id.clone());
+                    self.save()?;
+                    return done(format!("server {id} created"));
+                }
+                // Maybe created, maybe not: look for the tag before trying again.
+                Err(e) if e.is_transient() || e.is_conflict() => {
+                    tracing::warn!(error = %e, "create uncertain, checking by tag");
+                    tokio::time::sleep(self.cloud.policy.delay(attempt)).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(s) = self.find_ours().await? {
+            self.journal.new_server_id = Some(s.id.clone());
+            self.save()?;
+            return done(format!("found server {} by tag", s.id));
+        }
+        Err(FlowError::Unsafe(
+            "Nova did not accept the new server after several tries".into(),
+        ))
+    }
+
+    fn new_server_id(&self) -> Result<String, FlowError> {
+        self.journal
+            .new_server_id
+            .clone()
+            .ok_or_else(|| FlowError::Unsafe("no new server recorded".into()))
+    }
+
+    async fn wait_active(&mut self) -> Result<Outcome, FlowError> {
+        let id = self.new_server_id()?;
+        let cloud = self.cloud;
+        self.wait_for(&format!("server {id} to become ACTIVE"), self.waits.timeout, || async {
+            match cloud.server(&id).await? {
+                None => Err(FlowError::Unsafe(format!("new server {id} disappeared; run resume to boot it again"))),
+                Some(s) if s.status == "ACTIVE" => Ok(Some(())),
+                Some(s) if s.status == "ERROR" => Err(FlowError::Unsafe(format!(
+                    "new server {id} went to ERROR ({}); it was left in place for inspection: delete it and run resume to boot another",
+                    s.fault.and_then(|f| f.message).unwrap_or_else(|| "no fault message".into())
+                ))),
+                Some(_) => Ok(None),
+            }
+        })
+        .await?;
+        done(format!("server {id} ACTIVE"))
+    }
+
+    async fn attach_volumes(&mut self) -> Result<Outcome, FlowError> {
+        if self.journal.volumes.is_empty() {
+            return skipped("no volume");
+        }
+        let server = self.new_server_id()?;
+        let cloud = self.cloud;
+        let mut notes = Vec::new();
+        for v in self.journal.volumes.clone() {
+            let id = v.id.clone();
+            let mut attempt = 0;
+            loop {
+                let vol = cloud
+                    .volume(&id)
+                    .await?
+                    .ok_or_else(|| FlowError::Unsafe(format!("volume {id} no longer exists")))?;
+                let holders = vol.attached_to();
+                if holders.contains(&server.as_str()) {
+                    break;
+                }
+                if let Some(other) = holders.first() {
+                    return Err(FlowError::Unsafe(format!(
+                        "volume {id} got attached to {other} meanwhile: detach it there and run resume"
+                    )));
+                }
+                if vol.status == "available" {
+                    match cloud.attach_volume(&server, &id).await {
+                        Ok(()) => break,
+                        Err(e) if e.is_transient() || e.is_conflict() => {
+                            tracing::warn!(error = %e, "attach uncertain, checking the volume");
+                        }
+                        Err(e) => return Err(e.into()),
+                    }
+                }
+                attempt += 1;
+                if attempt >= cloud.policy.attempts * 4 {
+                    return Err(FlowError::Unsafe(format!(
+                        "volume {id} stays {} and cannot be attached",
+                        vol.status
+                    )));
+                }
+                tokio::time::sleep(self.waits.poll.max(cloud.policy.delay(attempt.min(3)))).await;
+            }
+            let sid = server.clone();
+            self.wait_for(
+                &format!("volume {id} to be in-use"),
+                self.waits.timeout,
+                || async {
+                    Ok(cloud
+                        .volume(&id)
+                        .await?
+                        .filter(|v| v.status == "in-use" && v.attached_to().contains(&sid.as_str()))
+                        .map(|_| ()))
+                },
+            )
+            .await?;
+            notes.push(format!("{id} in-use"));
+        }
+        done(notes.join("; "))
+    }
+
+    async fn associate(&mut self) -> Result<Outcome, FlowError> {
+        if self.journal.floating_ips.is_empty() {
+            return skipped("no floating IP");
+        }
+        let cloud = self.cloud;
+        let mut notes = Vec::new();
+        for f in self.journal.floating_ips.clone() {
+            let old = self.journal.ports.iter().find(|p| p.id == f.port_id);
+            let target = self
+                .port_target(&f.port_id)
+                .map(str::to_owned)
+                .ok_or_else(|| {
+                    FlowError::Unsafe(format!("no port for floating IP {}", f.address))
+                })?;
+            let fixed = old.filter(|p| !p.nova_created).and(f.fixed_ip.clone());
+            let cur = cloud.floating_ip(&f.id).await?.ok_or_else(|| {
+                FlowError::Unsafe(format!(
+                    "floating IP {} ({}) no longer exists",
+                    f.address, f.id
+                ))
+            })?;
+            match cur.port_id.as_deref() {
+                Some(p) if p == target => {}
+                None => {
+                    cloud
+                        .set_floating_ip_port(&f.id, Some(&target), fixed.as_deref())
+                        .await?;
+                }
+                Some(p) => {
+                    return Err(FlowError::Unsafe(format!(
+                        "floating IP {} got bound to port {p} meanwhile: free it and run resume",
+                        f.address
+                    )))
+                }
+            }
+            let id = f.id.clone();
+            self.wait_for(
+                &format!("floating IP {} to be ACTIVE", f.address),
+                self.waits.timeout,
+                || async {
+                    Ok(cloud
+                        .floating_ip(&id)
+                        .await?
+                        .filter(|f| f.status == "ACTIVE")
+                        .map(|_| ()))
+                },
+            )
+            .await?;
+            notes.push(format!("{} → port {target}", f.address));
+        }
+        done(notes.join("; "))
+    }
+
+    /// The manager URL: the journal's, with the fixed IP refreshed when the port was replaced.
+    fn manager_after(&self) -> Result<Manager, FlowError> {
+        self.manager()
+    }
+
+    async fn wait_ready(&mut self) -> Result<Outcome, FlowError> {
+        let m = self.manager_after()?;
+        m.wait_ready(Duration::from_secs(self.journal.manager.ready_timeout_s))
+            .await?;
+        done(format!("{} ready", m.url))
+    }
+
+    async fn restore(&mut self) -> Result<Outcome, FlowError> {
+        let Some(path) = self.journal.snapshot.path.clone() else {
+            return skipped("no snapshot: the volume alone carries the data");
+        };
+        let sha = self.journal.snapshot.sha256.clone().unwrap_or_default();
+        {
+            let actual = manager::sha256_file(&path).map_err(|e| {
+                FlowError::Unsafe(format!(
+                    "{}: snapshot archive unreadable: {e}",
+                    path.display()
+                ))
+            })?;
+            if actual != sha {
+                return Err(FlowError::Unsafe(format!(
+                    "{}: snapshot archive changed since it was verified",
+                    path.display()
+                )));
+            }
+        }
+        let m = self.manager_after()?;
+        let timeout = Duration::from_secs(self.journal.manager.ready_timeout_s);
+        m.restore(&path, &sha, timeout).await?;
+        done(format!("restored {}", path.display()))
+    }
+
+    async fn check_ready(&mut self) -> Result<Outcome, FlowError> {
+        let m = self.manager_after()?;
+        m.wait_ready(Duration::from_secs(self.journal.manager.ready_timeout_s))
+            .await?;
+        done(format!("{} ready after restore", m.url))
+    }
+}
+
+/// The end-of-run report: every step, its state and duration.
+pub fn report(j: &Journal) -> String {
+    let mut out = format!(
+        "recovery {} of server {} ({}): {}\n",
+        j.run_id,
+        j.old_server.name,
+        j.old_server.id,
+        if j.finished {
+            format!(
+                "done, new server {}",
+                j.new_server_id.as_deref().unwrap_or("?")
+            )
+        } else {
+            match &j.last_error {
+                Some(e) => format!("stopped at {e}"),
+                None => "in progress".into(),
+            }
+        }
+    );
+    let mut total = 0;
+    for s in &j.steps {
+        total += s.duration_ms;
+        let state = serde_json::to_value(s.state).unwrap_or_default();
+        out.push_str(&format!(
+            "  {:<25} {:<8} {:>9}  {}\n",
+            s.step.name(),
+            state.as_str().unwrap_or("?"),
+            format!("{:.1}s", s.duration_ms as f64 / 1000.0),
+            s.note
+        ));
+    }
+    out.push_str(&format!("  total {:.1}s\n", total as f64 / 1000.0));
+    out
+}

@@ -1,0 +1,980 @@
+//! The simulator's HTTP routes: Keystone, Nova, Neutron, Cinder, with token checks,
+//! microversion negotiation (honoured and echoed) and the fault layer in front.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use serde_json::{json, Value};
+
+use super::state::*;
+use super::{Shared, APP_CRED_ID, APP_CRED_SECRET, PASSWORD, PROJECT, USERNAME};
+
+type S = State<Arc<Shared>>;
+type Q = Query<HashMap<String, String>>;
+
+pub fn router(shared: Arc<Shared>) -> Router {
+    let compute = Router::new()
+        .route("/servers", get(list_servers).post(create_server))
+        .route("/servers/detail", get(list_servers))
+        .route("/servers/:id", get(show_server).delete(delete_server))
+        .route("/servers/:id/action", post(server_action))
+        .route(
+            "/servers/:id/os-volume_attachments",
+            get(list_volume_attachments).post(attach_volume),
+        )
+        .route(
+            "/servers/:id/os-volume_attachments/:vol",
+            axum::routing::delete(detach_volume),
+        )
+        .route("/servers/:id/os-interface", get(list_interfaces))
+        .route(
+            "/servers/:id/os-interface/:port",
+            axum::routing::delete(detach_interface),
+        )
+        .route("/flavors/detail", get(list_flavors))
+        .route("/os-keypairs/:name", get(show_keypair))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            compute_version,
+        ));
+    let network = Router::new()
+        .route("/v2.0/ports", get(list_ports).post(create_port))
+        .route("/v2.0/ports/:id", get(show_port))
+        .route("/v2.0/floatingips", get(list_fips))
+        .route("/v2.0/floatingips/:id", get(show_fip).put(update_fip));
+    let volume = Router::new()
+        .route("/v3/:project/volumes/:id", get(show_volume))
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            volume_version,
+        ));
+    let authed = Router::new()
+        .nest("/compute/v2.1", compute)
+        .nest("/network", network)
+        .nest("/volume", volume)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            require_token,
+        ));
+    Router::new()
+        .route("/identity/v3/auth/tokens", post(issue_token))
+        .merge(authed)
+        .layer(middleware::from_fn_with_state(
+            shared.clone(),
+            super::faults::layer,
+        ))
+        .with_state(shared)
+}
+
+fn err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    let message = message.into();
+    (
+        status,
+        Json(json!({ kind: { "code": status.as_u16(), "message": message } })),
+    )
+        .into_response()
+}
+
+fn neutron_err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
+    (
+        status,
+        Json(json!({ "NeutronError": { "type": kind, "message": message.into(), "detail": "" } })),
+    )
+        .into_response()
+}
+
+fn not_found(what: &str) -> Response {
+    err(
+        StatusCode::NOT_FOUND,
+        "itemNotFound",
+        format!("{what} could not be found."),
+    )
+}
+
+fn conflict(message: impl Into<String>) -> Response {
+    err(StatusCode::CONFLICT, "conflictingRequest", message)
+}
+
+// ---------- Keystone ----------
+
+async fn issue_token(State(sh): S, Json(body): Json<Value>) -> Response {
+    let identity = &body["auth"]["identity"];
+    let methods = identity["methods"].as_array().cloned().unwrap_or_default();
+    let ok = if methods.iter().any(|m| m == "password") {
+        let u = &identity["password"]["user"];
+        (u["name"] == USERNAME || u["id"] == USERNAME) && u["password"] == PASSWORD
+    } else if methods.iter().any(|m| m == "application_credential") {
+        let c = &identity["application_credential"];
+        c["id"] == APP_CRED_ID && c["secret"] == APP_CRED_SECRET
+    } else {
+        false
+    };
+    if !ok {
+        return (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({ "error": { "code": 401, "title": "Unauthorized",
+                "message": "The request you have made requires authentication." } })),
+        )
+            .into_response();
+    }
+    let token = format!("gAAAA{:032x}", rand::random::<u128>());
+    sh.state.lock().unwrap().tokens.push(token.clone());
+    let base = &sh.base_url;
+    let volume_type = sh.config.lock().unwrap().volume_service_type.clone();
+    let ep = |url: String, id: &str| {
+        json!([
+            { "id": format!("{id}-pub"), "interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": url },
+            { "id": format!("{id}-int"), "interface": "internal", "region": "RegionOne", "region_id": "RegionOne", "url": url },
+        ])
+    };
+    let catalog = json!([
+        { "id": "svc-identity", "type": "identity", "name": "keystone", "endpoints": ep(format!("{base}/identity"), "e1") },
+        { "id": "svc-compute", "type": "compute", "name": "nova", "endpoints": ep(format!("{base}/compute/v2.1"), "e2") },
+        { "id": "svc-network", "type": "network", "name": "neutron", "endpoints": ep(format!("{base}/network"), "e3") },
+        { "id": "svc-volume", "type": volume_type, "name": "cinderv3", "endpoints": ep(format!("{base}/volume/v3/{PROJECT_ID}"), "e4") },
+    ]);
+    let body = json!({ "token": {
+        "methods": methods,
+        "expires_at": humantime::format_rfc3339_micros(std::time::SystemTime::now() + Duration::from_secs(3600)).to_string(),
+        "issued_at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
+        "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"],
+        "user": { "id": "9349aff8be7545ac9d2f1d00999a23cd", "name": USERNAME,
+            "domain": { "id": "default", "name": "Default" }, "password_expires_at": null },
+        "project": { "id": PROJECT_ID, "name": PROJECT, "domain": { "id": "default", "name": "Default" } },
+        "roles": [{ "id": "r-member", "name": "member" }],
+        "is_domain": false,
+        "catalog": catalog,
+    }});
+    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
+    resp.headers_mut().insert(
+        "X-Subject-Token",
+        HeaderValue::from_str(&token).expect("ascii"),
+    );
+    resp
+}
+
+async fn require_token(State(sh): S, req: Request, next: Next) -> Response {
+    let token = req
+        .headers()
+        .get("X-Auth-Token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let valid = sh.state.lock().unwrap().tokens.iter().any(|t| t == token);
+    if !valid {
+        return err(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "The request you have made requires authentication.",
+        );
+    }
+    next.run(req).await
+}
+
+// ---------- microversions ----------
+
+/// The requested microversion of `service` (`compute` / `volume`), default `min`.
+fn requested(headers: &HeaderMap, service: &str, legacy: Option<&str>) -> Option<String> {
+    let from_new = headers
+        .get_all("OpenStack-API-Version")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|v| {
+            let (svc, ver) = v.trim().split_once(' ')?;
+            (svc.eq_ignore_ascii_case(service)).then(|| ver.trim().to_owned())
+        });
+    from_new.or_else(|| {
+        legacy
+            .and_then(|h| headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    })
+}
+
+async fn negotiate(
+    mut req: Request,
+    next: Next,
+    service: &str,
+    legacy: Option<&'static str>,
+    min: Mv,
+    max: Mv,
+) -> Response {
+    let mv = match requested(req.headers(), service, legacy).as_deref() {
+        None => min,
+        Some("latest") => max,
+        Some(v) => match Mv::parse(v) {
+            Some(mv) if mv >= min && mv <= max && mv.0 == min.0 => mv,
+            _ => {
+                return err(
+                    StatusCode::NOT_ACCEPTABLE,
+                    "computeFault",
+                    format!("Version {v} is not supported by the API. Minimum is {min} and maximum is {max}."),
+                )
+            }
+        },
+    };
+    req.extensions_mut().insert(mv);
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        "OpenStack-API-Version",
+        HeaderValue::from_str(&format!("{service} {mv}")).expect("ascii"),
+    );
+    if let Some(l) = legacy {
+        h.insert(l, HeaderValue::from_str(&mv.to_string()).expect("ascii"));
+    }
+    h.insert("Vary", HeaderValue::from_static("OpenStack-API-Version"));
+    resp
+}
+
+async fn compute_version(State(sh): S, req: Request, next: Next) -> Response {
+    let max = sh.config.lock().unwrap().max_compute;
+    negotiate(
+        req,
+        next,
+        "compute",
+        Some("X-OpenStack-Nova-API-Version"),
+        Mv(2, 1),
+        max,
+    )
+    .await
+}
+
+async fn volume_version(State(sh): S, req: Request, next: Next) -> Response {
+    let max = sh.config.lock().unwrap().max_volume;
+    negotiate(req, next, "volume", None, Mv(3, 0), max).await
+}
+
+// ---------- Nova ----------
+
+fn compute_base(sh: &Shared) -> String {
+    format!("{}/compute/v2.1", sh.base_url)
+}
+
+/// Nova's `name` filter is a regular expression; we support `^literal$` and substrings.
+fn name_matches(filter: &str, name: &str) -> bool {
+    let anchored = filter.starts_with('^') && filter.ends_with('$');
+    let lit: String = {
+        let inner = filter.trim_start_matches('^').trim_end_matches('$');
+        let mut out = String::new();
+        let mut esc = false;
+        for c in inner.chars() {
+            if c == '\\' && !esc {
+                esc = true;
+                continue;
+            }
+            esc = false;
+            out.push(c);
+        }
+        out
+    };
+    if anchored {
+        name == lit
+    } else {
+        name.contains(&lit)
+    }
+}
+
+async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -> Response {
+    let st = sh.state.lock().unwrap();
+    let base = compute_base(&sh);
+    let servers: Vec<Value> = st
+        .servers
+        .values()
+        .filter(|s| {
+            q.get("name")
+                .map(|f| name_matches(f, &s.name))
+                .unwrap_or(true)
+        })
+        .filter(|s| {
+            q.get("tags")
+                .map(|t| t.split(',').all(|t| s.tags.iter().any(|x| x == t)))
+                .unwrap_or(true)
+        })
+        .map(|s| st.render_server(s, mv, &base))
+        .collect();
+    Json(json!({ "servers": servers })).into_response()
+}
+
+async fn show_server(
+    State(sh): S,
+    Extension(mv): Extension<Mv>,
+    Path(id): Path<String>,
+) -> Response {
+    let st = sh.state.lock().unwrap();
+    match st.servers.get(&id) {
+        Some(s) => {
+            Json(json!({ "server": st.render_server(s, mv, &compute_base(&sh)) })).into_response()
+        }
+        None => not_found(&format!("Instance {id}")),
+    }
+}
+
+async fn create_server(
+    State(sh): S,
+    Extension(mv): Extension<Mv>,
+    Json(body): Json<Value>,
+) -> Response {
+    let b = &body["server"];
+    let name = b["name"].as_str().unwrap_or("").to_owned();
+    if name.is_empty() {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "Invalid input for field/attribute name.",
+        );
+    }
+    if b.get("tags").is_some() && !mv.at_least(52) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            "Additional properties are not allowed ('tags' was unexpected)",
+        );
+    }
+    let mut st = sh.state.lock().unwrap();
+    let flavor = b["flavorRef"].as_str().unwrap_or("").to_owned();
+    if !st.flavors.iter().any(|f| f.id == flavor) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            format!("Flavor {flavor} could not be found."),
+        );
+    }
+    let image = b["imageRef"].as_str().unwrap_or("").to_owned();
+    if !st.images.contains(&image) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            "badRequest",
+            format!("Can not find requested image {image}"),
+        );
+    }
+    let key_name = b["key_name"].as_str().map(str::to_owned);
+    if let Some(k) = &key_name {
+        if !st.keypairs.contains(k) {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                format!("Invalid key_name provided: {k}"),
+            );
+        }
+    }
+    let id = st.id("srv");
+    let host = if st.host_up("compute-1") {
+        "compute-1"
+    } else {
+        "compute-2"
+    }
+    .to_string();
+    let mut ports = Vec::new();
+    for n in b["networks"].as_array().cloned().unwrap_or_default() {
+        if let Some(pid) = n["port"].as_str() {
+            let Some(p) = st.ports.get(pid) else {
+                return err(
+                    StatusCode::BAD_REQUEST,
+                    "badRequest",
+                    format!("Port {pid} could not be found."),
+                );
+            };
+            if !p.device_id.is_empty() {
+                return conflict(format!("Port {pid} is still in use."));
+            }
+            ports.push(pid.to_owned());
+        } else if n["uuid"].is_string() {
+            let pid = st.id("port");
+            let ip = sh.alloc_ip(&mut st);
+            st.ports.insert(
+                pid.clone(),
+                SPort {
+                    id: pid.clone(),
+                    name: String::new(),
+                    network_id: NETWORK_ID.into(),
+                    subnet_id: SUBNET_ID.into(),
+                    ip,
+                    mac: "fa:16:3e:00:01:01".into(),
+                    device_id: String::new(),
+                    device_owner: String::new(),
+                    host_id: String::new(),
+                    status: "DOWN".into(),
+                    created_at: now_rfc3339(),
+                    nova_created: true,
+                    security_groups: vec!["default".into()],
+                },
+            );
+            ports.push(pid);
+        }
+    }
+    for pid in &ports {
+        let p = st.ports.get_mut(pid).expect("checked");
+        p.device_id = id.clone();
+        p.device_owner = "compute:nova".into();
+    }
+    let metadata = b["metadata"]
+        .as_object()
+        .map(|m| {
+            m.iter()
+                .map(|(k, v)| (k.clone(), v.as_str().unwrap_or("").to_owned()))
+                .collect()
+        })
+        .unwrap_or_default();
+    let tags = b["tags"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|t| t.as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let root = sh.vm_root(&st);
+    let _ = std::fs::create_dir_all(&root);
+    st.servers.insert(
+        id.clone(),
+        SServer {
+            id: id.clone(),
+            name,
+            status: "BUILD".into(),
+            task_state: Some("spawning".into()),
+            created: now_rfc3339(),
+            flavor_id: flavor,
+            image_id: image,
+            key_name,
+            // Security groups apply to ports Nova creates; a given port keeps its own.
+            security_groups: b["security_groups"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|g| g["name"].as_str().map(str::to_owned))
+                        .collect()
+                })
+                .unwrap_or_else(|| vec!["default".into()]),
+            metadata,
+            user_data: b["user_data"].as_str().map(str::to_owned),
+            az: b["availability_zone"].as_str().unwrap_or("nova").to_owned(),
+            tags,
+            host: host.clone(),
+            ports,
+            volumes: vec![],
+            fault: None,
+            root,
+        },
+    );
+    drop(st);
+    let delay = sh.config.lock().unwrap().build;
+    let sh2 = sh.clone();
+    let id2 = id.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        {
+            let mut st = sh2.state.lock().unwrap();
+            let Some(s) = st.servers.get_mut(&id2) else {
+                return;
+            };
+            if s.status != "BUILD" {
+                return;
+            }
+            s.status = "ACTIVE".into();
+            s.task_state = None;
+            let ports = s.ports.clone();
+            for p in ports {
+                if let Some(p) = st.ports.get_mut(&p) {
+                    p.status = "ACTIVE".into();
+                    p.host_id = host.clone();
+                }
+            }
+        }
+        sh2.maybe_start_guest(&id2);
+    });
+    let resp = json!({ "server": {
+        "id": id, "links": [{ "rel": "self", "href": format!("{}/servers/{id}", compute_base(&sh)) }],
+        "OS-DCF:diskConfig": "MANUAL", "security_groups": [{ "name": "default" }], "adminPass": "sim-admin-pass",
+    }});
+    (StatusCode::ACCEPTED, Json(resp)).into_response()
+}
+
+/// Remove a server for good: what Nova does at the end of a delete, also when the compute
+/// host is down (a "local delete"): pre-created ports unbound, its own ports deleted,
+/// volumes detached.
+fn finish_delete(sh: &Shared, id: &str) {
+    sh.stop_guest(id);
+    let mut st = sh.state.lock().unwrap();
+    let Some(s) = st.servers.remove(id) else {
+        return;
+    };
+    for pid in &s.ports {
+        let nova = st.ports.get(pid).map(|p| p.nova_created).unwrap_or(false);
+        if nova {
+            st.ports.remove(pid);
+            for f in st.fips.values_mut() {
+                if f.port_id.as_deref() == Some(pid) {
+                    f.port_id = None;
+                    f.fixed_ip = None;
+                    f.status = "DOWN".into();
+                }
+            }
+        } else if let Some(p) = st.ports.get_mut(pid) {
+            unbind(p);
+        }
+    }
+    for vid in &s.volumes {
+        if let Some(v) = st.volumes.get_mut(vid) {
+            let _ = std::fs::rename(s.root.join("cfy-persist"), &v.home);
+            v.status = "available".into();
+            v.server = None;
+            v.device = None;
+        }
+    }
+}
+
+fn unbind(p: &mut SPort) {
+    p.device_id.clear();
+    p.device_owner.clear();
+    p.host_id.clear();
+    p.status = "DOWN".into();
+}
+
+async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {
+    {
+        let mut st = sh.state.lock().unwrap();
+        let Some(s) = st.servers.get_mut(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
+        if s.task_state.as_deref() == Some("deleting") {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        s.task_state = Some("deleting".into());
+    }
+    let delay = sh.config.lock().unwrap().delete;
+    let sh2 = sh.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        finish_delete(&sh2, &id);
+    });
+    StatusCode::NO_CONTENT.into_response()
+}
+
+async fn server_action(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    if !sh.state.lock().unwrap().servers.contains_key(&id) {
+        return not_found(&format!("Instance {id}"));
+    }
+    if body.get("forceDelete").is_some() {
+        finish_delete(&sh, &id);
+        return StatusCode::ACCEPTED.into_response();
+    }
+    err(
+        StatusCode::BAD_REQUEST,
+        "badRequest",
+        "unsupported action in the simulator",
+    )
+}
+
+/// Why a server cannot take an attach/detach now (Nova's 409), if it cannot.
+fn busy(s: &SServer, what: &str) -> Option<Response> {
+    if s.status == "ERROR" || s.status == "BUILD" || s.task_state.is_some() {
+        let state = if s.status == "ERROR" {
+            "error"
+        } else {
+            "building"
+        };
+        return Some(conflict(format!(
+            "Cannot '{what}' instance {} while it is in vm_state {state}",
+            s.id
+        )));
+    }
+    None
+}
+
+async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Response {
+    let st = sh.state.lock().unwrap();
+    let Some(s) = st.servers.get(&id) else {
+        return not_found(&format!("Instance {id}"));
+    };
+    let list: Vec<Value> = s
+        .volumes
+        .iter()
+        .filter_map(|v| st.volumes.get(v))
+        .map(|v| json!({ "id": v.id, "volumeId": v.id, "serverId": id, "device": v.device }))
+        .collect();
+    Json(json!({ "volumeAttachments": list })).into_response()
+}
+
+async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let vol = body["volumeAttachment"]["volumeId"]
+        .as_str()
+        .unwrap_or("")
+        .to_owned();
+    {
+        let mut st = sh.state.lock().unwrap();
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
+        if let Some(r) = busy(s, "attach_volume") {
+            return r;
+        }
+        let Some(v) = st.volumes.get_mut(&vol) else {
+            return not_found(&format!("Volume {vol}"));
+        };
+        if v.status != "available" {
+            return err(StatusCode::BAD_REQUEST, "badRequest",
+                format!("Invalid volume: volume {vol} status must be available, but current status is: {}", v.status));
+        }
+        v.status = "attaching".into();
+        v.server = Some(id.clone());
+        v.device = Some("/dev/vdb".into());
+        st.servers
+            .get_mut(&id)
+            .expect("checked")
+            .volumes
+            .push(vol.clone());
+    }
+    let delay = sh.config.lock().unwrap().attach;
+    let sh2 = sh.clone();
+    let (id2, vol2) = (id.clone(), vol.clone());
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        {
+            let mut st = sh2.state.lock().unwrap();
+            let root = match st.servers.get(&id2) {
+                Some(s) => s.root.clone(),
+                None => return,
+            };
+            let Some(v) = st.volumes.get_mut(&vol2) else {
+                return;
+            };
+            if v.status != "attaching" {
+                return;
+            }
+            let _ = std::fs::create_dir_all(&root);
+            if let Err(e) = std::fs::rename(&v.home, root.join("cfy-persist")) {
+                tracing::error!(error = %e, "cannot move the volume directory into the server");
+            }
+            v.status = "in-use".into();
+        }
+        sh2.maybe_start_guest(&id2);
+    });
+    Json(json!({ "volumeAttachment": { "id": vol, "volumeId": vol, "serverId": id, "device": "/dev/vdb" } }))
+        .into_response()
+}
+
+async fn detach_volume(State(sh): S, Path((id, vol)): Path<(String, String)>) -> Response {
+    let host_up;
+    {
+        let mut st = sh.state.lock().unwrap();
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
+        if let Some(r) = busy(s, "detach_volume") {
+            return r;
+        }
+        host_up = st.host_up(&s.host);
+        let Some(v) = st
+            .volumes
+            .get_mut(&vol)
+            .filter(|v| v.server.as_deref() == Some(id.as_str()))
+        else {
+            return not_found(&format!("volume_id {vol} attached to {id}"));
+        };
+        if v.status != "in-use" {
+            return err(
+                StatusCode::BAD_REQUEST,
+                "badRequest",
+                format!("Invalid volume: volume {vol} is {}", v.status),
+            );
+        }
+        v.status = "detaching".into();
+    }
+    if !host_up {
+        // The RPC cast to the dead compute host is lost: the volume stays `detaching`.
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let delay = sh.config.lock().unwrap().detach;
+    let sh2 = sh.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut st = sh2.state.lock().unwrap();
+        let root = match st.servers.get_mut(&id) {
+            Some(s) => {
+                s.volumes.retain(|v| v != &vol);
+                s.root.clone()
+            }
+            None => return,
+        };
+        if let Some(v) = st.volumes.get_mut(&vol) {
+            let _ = std::fs::rename(root.join("cfy-persist"), &v.home);
+            v.status = "available".into();
+            v.server = None;
+            v.device = None;
+        }
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn list_interfaces(State(sh): S, Path(id): Path<String>) -> Response {
+    let st = sh.state.lock().unwrap();
+    let Some(s) = st.servers.get(&id) else {
+        return not_found(&format!("Instance {id}"));
+    };
+    let list: Vec<Value> = s
+        .ports
+        .iter()
+        .filter_map(|p| st.ports.get(p))
+        .map(|p| json!({ "port_id": p.id, "net_id": p.network_id, "mac_addr": p.mac, "port_state": p.status,
+            "fixed_ips": [{ "subnet_id": p.subnet_id, "ip_address": p.ip }] }))
+        .collect();
+    Json(json!({ "interfaceAttachments": list })).into_response()
+}
+
+async fn detach_interface(State(sh): S, Path((id, port)): Path<(String, String)>) -> Response {
+    let host_up;
+    {
+        let st = sh.state.lock().unwrap();
+        let Some(s) = st.servers.get(&id) else {
+            return not_found(&format!("Instance {id}"));
+        };
+        if let Some(r) = busy(s, "detach_interface") {
+            return r;
+        }
+        if !s.ports.contains(&port) {
+            return not_found(&format!("Port {port} attached to {id}"));
+        }
+        host_up = st.host_up(&s.host);
+    }
+    if !host_up {
+        return StatusCode::ACCEPTED.into_response();
+    }
+    let delay = sh.config.lock().unwrap().detach;
+    let sh2 = sh.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(delay).await;
+        let mut st = sh2.state.lock().unwrap();
+        if let Some(s) = st.servers.get_mut(&id) {
+            s.ports.retain(|p| p != &port);
+        }
+        let nova = st.ports.get(&port).map(|p| p.nova_created).unwrap_or(false);
+        if nova {
+            st.ports.remove(&port);
+        } else if let Some(p) = st.ports.get_mut(&port) {
+            unbind(p);
+        }
+    });
+    StatusCode::ACCEPTED.into_response()
+}
+
+async fn list_flavors(State(sh): S) -> Response {
+    let st = sh.state.lock().unwrap();
+    let list: Vec<Value> = st
+        .flavors
+        .iter()
+        .map(|f| {
+            json!({ "id": f.id, "name": f.name, "vcpus": 4, "ram": 8192, "disk": 40,
+            "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0,
+            "os-flavor-access:is_public": true, "OS-FLV-DISABLED:disabled": false,
+            "description": null, "extra_specs": {}, "links": [] })
+        })
+        .collect();
+    Json(json!({ "flavors": list })).into_response()
+}
+
+async fn show_keypair(State(sh): S, Path(name): Path<String>) -> Response {
+    let st = sh.state.lock().unwrap();
+    if !st.keypairs.contains(&name) {
+        return not_found(&format!("Keypair {name} not found for user"));
+    }
+    Json(
+        json!({ "keypair": { "name": name, "public_key": "ssh-ed25519 AAAAC3Nz sim",
+        "fingerprint": "1e:2c:9b:56:79:4b:45:77:f9:ca:7a:98:2c:b0:d5:3c", "user_id": "u",
+        "deleted": false, "created_at": "2024-01-01T00:00:00.000000", "id": 1,
+        "type": "ssh", "updated_at": null, "deleted_at": null } }),
+    )
+    .into_response()
+}
+
+// ---------- Neutron ----------
+
+async fn list_ports(State(sh): S, Query(q): Q) -> Response {
+    let st = sh.state.lock().unwrap();
+    let list: Vec<Value> = st
+        .ports
+        .values()
+        .filter(|p| {
+            q.get("device_id")
+                .map(|d| &p.device_id == d)
+                .unwrap_or(true)
+        })
+        .filter(|p| q.get("name").map(|n| &p.name == n).unwrap_or(true))
+        .filter(|p| {
+            q.get("network_id")
+                .map(|n| &p.network_id == n)
+                .unwrap_or(true)
+        })
+        .map(|p| st.render_port(p))
+        .collect();
+    Json(json!({ "ports": list })).into_response()
+}
+
+async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
+    let st = sh.state.lock().unwrap();
+    match st.ports.get(&id) {
+        Some(p) => Json(json!({ "port": st.render_port(p) })).into_response(),
+        None => neutron_err(
+            StatusCode::NOT_FOUND,
+            "PortNotFound",
+            format!("Port {id} could not be found."),
+        ),
+    }
+}
+
+async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
+    let b = &body["port"];
+    let mut st = sh.state.lock().unwrap();
+    let wanted = b["fixed_ips"][0]["ip_address"].as_str().map(str::to_owned);
+    let ip = match wanted {
+        Some(ip) => {
+            if st.ports.values().any(|p| p.ip == ip) {
+                return neutron_err(
+                    StatusCode::CONFLICT,
+                    "IpAddressAlreadyAllocated",
+                    format!("IP address {ip} already allocated in subnet {SUBNET_ID}"),
+                );
+            }
+            ip
+        }
+        None => sh.alloc_ip(&mut st),
+    };
+    let id = st.id("port");
+    let port = SPort {
+        id: id.clone(),
+        name: b["name"].as_str().unwrap_or("").to_owned(),
+        network_id: b["network_id"].as_str().unwrap_or(NETWORK_ID).to_owned(),
+        subnet_id: SUBNET_ID.into(),
+        ip,
+        mac: "fa:16:3e:00:02:02".into(),
+        device_id: String::new(),
+        device_owner: String::new(),
+        host_id: String::new(),
+        status: "DOWN".into(),
+        created_at: now_rfc3339(),
+        nova_created: false,
+        security_groups: b["security_groups"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|g| g.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    };
+    let v = st.render_port(&port);
+    st.ports.insert(id, port);
+    (StatusCode::CREATED, Json(json!({ "port": v }))).into_response()
+}
+
+async fn list_fips(State(sh): S, Query(q): Q) -> Response {
+    let st = sh.state.lock().unwrap();
+    let list: Vec<Value> = st
+        .fips
+        .values()
+        .filter(|f| {
+            q.get("port_id")
+                .map(|p| f.port_id.as_deref() == Some(p.as_str()))
+                .unwrap_or(true)
+        })
+        .filter(|f| {
+            q.get("floating_ip_address")
+                .map(|a| &f.address == a)
+                .unwrap_or(true)
+        })
+        .map(|f| st.render_fip(f))
+        .collect();
+    Json(json!({ "floatingips": list })).into_response()
+}
+
+async fn show_fip(State(sh): S, Path(id): Path<String>) -> Response {
+    let st = sh.state.lock().unwrap();
+    match st.fips.get(&id) {
+        Some(f) => Json(json!({ "floatingip": st.render_fip(f) })).into_response(),
+        None => neutron_err(
+            StatusCode::NOT_FOUND,
+            "FloatingIPNotFound",
+            format!("Floating IP {id} could not be found"),
+        ),
+    }
+}
+
+async fn update_fip(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let b = &body["floatingip"];
+    let port = b["port_id"].as_str().map(str::to_owned);
+    let v = {
+        let mut st = sh.state.lock().unwrap();
+        if !st.fips.contains_key(&id) {
+            return neutron_err(
+                StatusCode::NOT_FOUND,
+                "FloatingIPNotFound",
+                format!("Floating IP {id} could not be found"),
+            );
+        }
+        let mut fixed = None;
+        if let Some(p) = &port {
+            let Some(port) = st.ports.get(p) else {
+                return neutron_err(
+                    StatusCode::NOT_FOUND,
+                    "PortNotFound",
+                    format!("Port {p} could not be found."),
+                );
+            };
+            fixed = Some(
+                b["fixed_ip_address"]
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or(port.ip.clone()),
+            );
+            if st
+                .fips
+                .values()
+                .any(|f| f.id != id && f.port_id.as_deref() == Some(p))
+            {
+                return neutron_err(
+                    StatusCode::CONFLICT,
+                    "FloatingIPPortAlreadyAssociated",
+                    format!("Port {p} already has a floating IP"),
+                );
+            }
+        }
+        let f = st.fips.get_mut(&id).expect("checked");
+        f.port_id = port.clone();
+        f.fixed_ip = fixed;
+        f.status = "DOWN".into();
+        let f = f.clone();
+        st.render_fip(&f)
+    };
+    if port.is_some() {
+        let delay = sh.config.lock().unwrap().fip;
+        let sh2 = sh.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            if let Some(f) = sh2.state.lock().unwrap().fips.get_mut(&id) {
+                if f.port_id.is_some() {
+                    f.status = "ACTIVE".into();
+                }
+            }
+        });
+    }
+    Json(json!({ "floatingip": v })).into_response()
+}
+
+// ---------- Cinder ----------
+
+async fn show_volume(State(sh): S, Path((project, id)): Path<(String, String)>) -> Response {
+    if project != PROJECT_ID {
+        return not_found(&format!("Project {project}"));
+    }
+    let st = sh.state.lock().unwrap();
+    match st.volumes.get(&id) {
+        Some(v) => Json(json!({ "volume": st.render_volume(v) })).into_response(),
+        None => not_found(&format!("Volume {id}")),
+    }
+}

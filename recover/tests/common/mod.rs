@@ -1,0 +1,320 @@
+//! Test world for cfy-recover: an OpenStack simulator whose servers run real cfy-init
+//! (sim-cfy-init: cfy-init's boot with the hooks API) on 127.x.y.z, a seeded manager with a
+//! data volume, and helpers to run the cfy-recover binary against it.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cfy_recover::sim::{GuestEnv, Seeded, Sim, SimConfig};
+
+pub const HOOKS_PORT: u16 = 8780;
+pub const WEB_PORT: u16 = 8781;
+pub const TOKEN: &str = "e2e-hooks-token-5f1c";
+
+pub struct World {
+    pub dir: tempfile::TempDir,
+    pub sim: Sim,
+    pub seeded: Seeded,
+    pub state_dir: PathBuf,
+    pub token_file: PathBuf,
+}
+
+/// The config of a simulated VM's cfy-init: the store is the attached volume, /opt/manager
+/// is persisted into it, a small web service serves /opt/manager/resources on the fixed IP,
+/// and the hooks API listens on the fixed IP with a token.
+fn guest_config(env: &GuestEnv) -> String {
+    let resources = env.root.join("opt/manager/resources");
+    format!(
+        r#"persist:
+  store: /cfy-persist
+  required: true
+  directories:
+    - {{ path: /opt/manager, on_new_image: keep }}
+  image_id:
+    env: CFY_IMAGE_ID
+    files: []
+hooks:
+  socket: /run/cfy-init/control.sock
+  listen: "{ip}:{HOOKS_PORT}"
+  token_file: /etc/cfy-init/token
+snapshot:
+  store: /cfy-persist
+  archive_dir: /var/lib/cfy-snapshots
+  quiesce:
+    services: [web]
+  ready_timeout: 30s
+supervise:
+  services:
+    - name: web
+      command: [/usr/bin/python3, -m, http.server, --bind, "{ip}", --directory, "{res}", "{WEB_PORT}"]
+      required: true
+      readiness:
+        check: {{ type: tcp, address: "{ip}:{WEB_PORT}" }}
+"#,
+        ip = env.ip,
+        res = resources.display(),
+    )
+}
+
+/// Lay out the VM image (what `/opt/manager` holds before any store) and its config, then
+/// start sim-cfy-init on it.
+pub fn launcher() -> cfy_recover::sim::GuestLauncher {
+    Arc::new(|env: &GuestEnv| {
+        let root = &env.root;
+        std::fs::create_dir_all(root.join("opt/manager/resources")).unwrap();
+        std::fs::write(
+            root.join("opt/manager/resources/image.txt"),
+            "from the image\n",
+        )
+        .unwrap();
+        std::fs::create_dir_all(root.join("etc/cfy-init")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/cfy-snapshots")).unwrap();
+        std::fs::write(root.join("etc/cfy-init/token"), format!("{TOKEN}\n")).unwrap();
+        std::fs::write(root.join("etc/cfy-init/config.yaml"), guest_config(env)).unwrap();
+        let log = std::fs::File::create(root.join("guest.log")).unwrap();
+        let mut c = Command::new(env!("CARGO_BIN_EXE_sim-cfy-init"));
+        c.arg("--root")
+            .arg(root)
+            .arg("--config")
+            .arg(root.join("etc/cfy-init/config.yaml"))
+            .env("CFY_IMAGE_ID", "cfy-5.1.2-test")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        c
+    })
+}
+
+impl World {
+    pub fn new() -> World {
+        Self::with(false, SimConfig::default())
+    }
+
+    pub fn with(nova_port: bool, mut config: SimConfig) -> World {
+        let dir = tempfile::Builder::new().prefix("cfr-").tempdir().unwrap();
+        config.guest = Some(launcher());
+        let sim = Sim::start(&dir.path().join("sim"), config).unwrap();
+        let seeded = sim.seed_manager("cfy-manager", nova_port);
+        let token_file = dir.path().join("hooks.token");
+        std::fs::write(&token_file, TOKEN).unwrap();
+        let state_dir = dir.path().join("state");
+        World {
+            dir,
+            sim,
+            seeded,
+            state_dir,
+            token_file,
+        }
+    }
+
+    /// cfy-recover with this world's credentials, state dir and fast timings.
+    pub fn cmd(&self, args: &[&str]) -> Command {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_cfy-recover"));
+        for k in [
+            "OS_CLOUD",
+            "OS_AUTH_URL",
+            "OS_USERNAME",
+            "OS_PASSWORD",
+            "OS_PROJECT_NAME",
+            "OS_PROJECT_ID",
+            "OS_APPLICATION_CREDENTIAL_ID",
+            "OS_APPLICATION_CREDENTIAL_SECRET",
+            "OS_INTERFACE",
+            "OS_CLIENT_CONFIG_FILE",
+            "CFY_RECOVER_CRASH_AT",
+        ] {
+            c.env_remove(k);
+        }
+        c.envs(self.sim.os_env())
+            .env("HOME", self.dir.path())
+            .env("CFY_RECOVER_STATE_DIR", &self.state_dir)
+            .current_dir(self.dir.path());
+        c.args([
+            "--poll",
+            "50ms",
+            "--backoff",
+            "50ms",
+            "--http-timeout",
+            "2s",
+            "--wait-timeout",
+            "30s",
+            "--detach-timeout",
+            "3s",
+        ]);
+        c.args(args);
+        c
+    }
+
+    /// `recover --server cfy-manager --yes` plus `extra`, reaching the manager by fixed IP.
+    pub fn recover_args(&self, extra: &[&str]) -> Vec<String> {
+        let mut v: Vec<String> = [
+            "recover",
+            "--server",
+            "cfy-manager",
+            "--yes",
+            "--manager-address",
+            "fixed",
+            "--ready-timeout",
+            "60s",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        v.push("--manager-token-file".into());
+        v.push(self.token_file.display().to_string());
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    }
+
+    pub fn run(&self, args: &[&str]) -> Output {
+        let out = self.cmd(args).output().unwrap();
+        eprintln!(
+            "--- cfy-recover {args:?}: {:?}\n{}\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    pub fn recover(&self, extra: &[&str]) -> Output {
+        let args = self.recover_args(extra);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        self.run(&refs)
+    }
+
+    pub fn resume(&self) -> Output {
+        self.run(&["resume"])
+    }
+
+    pub fn journal(&self) -> serde_json::Value {
+        let text = std::fs::read(self.state_dir.join("journal.json")).unwrap();
+        serde_json::from_slice(&text).unwrap()
+    }
+
+    /// Wait until the manager at the seeded fixed IP answers /readyz.
+    pub fn wait_manager_ready(&self) {
+        let url = format!("http://{}:{HOOKS_PORT}/readyz", self.seeded.ip);
+        poll("manager ready", Duration::from_secs(60), || {
+            http_get(&url).map(|(code, _)| code == 200).unwrap_or(false)
+        });
+    }
+
+    /// A file as served by the manager's web service (through the fixed IP).
+    pub fn served(&self, rel: &str) -> Option<String> {
+        let url = format!("http://{}:{WEB_PORT}/{rel}", self.seeded.ip);
+        match http_get(&url) {
+            Some((200, body)) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// Write a file "through the old server": into its /opt/manager, which links into the store.
+    pub fn write_through_server(&self, rel: &str, content: &str) {
+        let root = self.sim.servers()[0].root.clone();
+        let p = root.join("opt/manager/resources").join(rel);
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, content).unwrap();
+        assert!(
+            std::fs::symlink_metadata(root.join("opt/manager"))
+                .unwrap()
+                .file_type()
+                .is_symlink(),
+            "/opt/manager is linked into the store"
+        );
+    }
+
+    /// The end state every recovery must reach: one server, ACTIVE, tagged by the run, on
+    /// the same port (same IP), with the volume in-use and the floating IP ACTIVE on it.
+    pub fn assert_recovered(&self) -> String {
+        let servers = self.sim.servers();
+        assert_eq!(servers.len(), 1, "exactly one server: {servers:#?}");
+        let s = &servers[0];
+        assert_ne!(s.id, self.seeded.server_id, "a new server");
+        assert_eq!(s.status, "ACTIVE");
+        assert_eq!(s.ports, vec![self.seeded.port_id.clone()]);
+        assert!(
+            s.tags.iter().any(|t| t.starts_with("cfy-recover-")),
+            "{:?}",
+            s.tags
+        );
+        assert!(s.tags.contains(&"manager".to_string()), "old tags kept");
+        self.sim.with_state(|st| {
+            let p = &st.ports[&self.seeded.port_id];
+            assert_eq!(p.device_id, s.id);
+            assert_eq!(p.ip, self.seeded.ip, "same private IP");
+            let v = &st.volumes[&self.seeded.volume_id];
+            assert_eq!(v.status, "in-use");
+            assert_eq!(v.server.as_deref(), Some(s.id.as_str()));
+            let f = &st.fips[&self.seeded.fip_id];
+            assert_eq!(f.port_id.as_deref(), Some(self.seeded.port_id.as_str()));
+            assert_eq!(f.status, "ACTIVE");
+        });
+        let j = self.journal();
+        assert_eq!(j["finished"], true, "journal finished: {j:#}");
+        assert_eq!(j["new_server_id"], s.id.as_str());
+        s.id.clone()
+    }
+}
+
+pub fn poll(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A tiny blocking GET (HTTP/1.0) so the tests need no runtime of their own.
+pub fn http_get(url: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let rest = url.strip_prefix("http://")?;
+    let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}")))?;
+    let addr: std::net::SocketAddr = host.parse().ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.0\r\nHost: {host}\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let code = buf.split_whitespace().nth(1)?.parse().ok()?;
+    let body = buf
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_owned();
+    Some((code, body))
+}
+
+pub fn exit_code(out: &Output) -> Option<i32> {
+    out.status.code()
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+pub fn path_str(p: &Path) -> String {
+    p.display().to_string()
+}
+
+impl Drop for World {
+    /// On failure, show what the simulated VMs logged.
+    fn drop(&mut self) {
+        if !std::thread::panicking() {
+            return;
+        }
+        let servers = self.dir.path().join("sim/vm");
+        for e in std::fs::read_dir(&servers).into_iter().flatten().flatten() {
+            let log = e.path().join("guest.log");
+            if let Ok(text) = std::fs::read_to_string(&log) {
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                eprintln!("--- {}:", log.display());
+                for l in tail.iter().rev() {
+                    eprintln!("{l}");
+                }
+            }
+        }
+    }
+}

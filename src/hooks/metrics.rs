@@ -1,0 +1,105 @@
+//! `/metrics`: Prometheus text exposition built with prometheus-client from the current
+//! supervisor, boot and snapshot state at each scrape (the values live elsewhere; a fresh
+//! registry per scrape keeps them from drifting).
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use super::routes::AppState;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ServiceLabel {
+    service: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ResultLabel {
+    result: String,
+}
+
+pub async fn render(state: &AppState) -> String {
+    let mut reg = Registry::with_prefix("cfy_init");
+    let restarts = Family::<ServiceLabel, Counter>::default();
+    let up = Family::<ServiceLabel, Gauge>::default();
+    let ready = Family::<ServiceLabel, Gauge>::default();
+    for s in state.control.status().await {
+        let l = ServiceLabel {
+            service: s.name.clone(),
+        };
+        restarts.get_or_create(&l).inc_by(s.restarts);
+        up.get_or_create(&l).set(s.pid.is_some() as i64);
+        ready.get_or_create(&l).set(s.ready as i64);
+    }
+    reg.register("service_restarts", "Restarts of each service", restarts);
+    reg.register("service_up", "1 when the service has a running process", up);
+    reg.register(
+        "service_ready",
+        "1 when the service passed its readiness check",
+        ready,
+    );
+
+    let all_ready = Gauge::<i64>::default();
+    all_ready.set(super::routes::readiness(state).await.0 as i64);
+    reg.register(
+        "ready",
+        "1 when boot is complete and every required service is ready",
+        all_ready,
+    );
+
+    let stats = state.control.stats();
+    let reaped = Counter::<u64>::default();
+    reaped.inc_by(stats.reaped);
+    reg.register(
+        "reaped_zombies",
+        "Orphaned processes reaped by PID 1",
+        reaped,
+    );
+
+    let seed = Counter::<u64>::default();
+    seed.inc_by(state.boot.view().seed_bytes);
+    reg.register("seed_bytes", "Bytes copied into the store by seeding", seed);
+
+    let snap = state.engine.stats();
+    let jobs = Family::<ResultLabel, Counter>::default();
+    for (result, n) in [
+        ("snapshot_ok", snap.snapshots_ok),
+        ("snapshot_failed", snap.snapshots_failed),
+        ("restore_ok", snap.restores_ok),
+        ("restore_failed", snap.restores_failed),
+    ] {
+        jobs.get_or_create(&ResultLabel {
+            result: result.into(),
+        })
+        .inc_by(n);
+    }
+    reg.register("snapshot_jobs", "Snapshot and restore jobs by result", jobs);
+    let duration = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    duration.set(snap.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+    reg.register(
+        "snapshot_last_duration_seconds",
+        "Duration of the last good snapshot",
+        duration,
+    );
+    let pause = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    pause.set(snap.last_pause.map_or(0.0, |d| d.as_secs_f64()));
+    reg.register(
+        "snapshot_last_pause_seconds",
+        "Service pause of the last good snapshot",
+        pause,
+    );
+    let size = Gauge::<i64>::default();
+    size.set(snap.last_size.unwrap_or(0) as i64);
+    reg.register(
+        "snapshot_last_size_bytes",
+        "Compressed size of the last good snapshot",
+        size,
+    );
+
+    let mut out = String::new();
+    encode(&mut out, &reg).expect("writing to a String cannot fail");
+    out
+}

@@ -1,0 +1,540 @@
+//! Orchestration of snapshot and restore jobs: quiesce, copy, resume, compress in the
+//! background, retention; verify, stop, swap, start, wait ready, roll back.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::control::ServiceControl;
+use super::jobs::{Job, JobKind, Jobs};
+use super::{archive, check_id, copy, restore, verify, KeepRollback, SnapshotConfig};
+use super::{SnapshotError, RESERVED_PREFIX};
+use crate::config::Context;
+use crate::fsutil;
+use crate::supervise::SuperviseError;
+
+/// Metadata of one snapshot, stored next to its archive as `<id>.json`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SnapshotMeta {
+    pub id: String,
+    /// Unix seconds.
+    pub created: u64,
+    /// Compressed size.
+    pub size: u64,
+    /// sha256 of the whole archive file.
+    pub sha256: String,
+    pub entries: usize,
+    /// Uncompressed bytes of all files.
+    pub total_bytes: u64,
+    /// How long services were paused.
+    pub pause_ms: u64,
+    /// Whole job duration.
+    pub duration_ms: u64,
+    /// Every file was copied by reflink.
+    pub reflinked: bool,
+}
+
+/// What to restore from.
+#[derive(Debug, Clone)]
+pub enum RestoreSource {
+    /// A snapshot in the archive directory.
+    Id(String),
+    /// An uploaded archive file (deleted afterwards), with an optional expected sha256.
+    Upload {
+        path: PathBuf,
+        sha256: Option<String>,
+    },
+}
+
+/// Figures for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct SnapshotStats {
+    pub snapshots_ok: u64,
+    pub snapshots_failed: u64,
+    pub restores_ok: u64,
+    pub restores_failed: u64,
+    pub last_duration: Option<Duration>,
+    pub last_pause: Option<Duration>,
+    pub last_size: Option<u64>,
+}
+
+pub struct Engine {
+    cfg: SnapshotConfig,
+    store: PathBuf,
+    control: Arc<dyn ServiceControl>,
+    pub jobs: Jobs,
+    stats: Mutex<SnapshotStats>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn new_id() -> String {
+    let t = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    let t: String = t.chars().filter(|c| c.is_ascii_alphanumeric()).collect();
+    format!("{t}-{:04x}", rand::random::<u16>())
+}
+
+impl Engine {
+    pub fn new(ctx: &Context, control: Arc<dyn ServiceControl>) -> Arc<Engine> {
+        let cfg = ctx.config.snapshot.clone();
+        let store = cfg
+            .store
+            .clone()
+            .unwrap_or_else(|| ctx.config.persist.store.clone());
+        Arc::new(Engine {
+            cfg,
+            store,
+            control,
+            jobs: Jobs::default(),
+            stats: Mutex::new(SnapshotStats::default()),
+        })
+    }
+
+    pub fn store(&self) -> &Path {
+        &self.store
+    }
+
+    pub fn archive_dir(&self) -> &Path {
+        &self.cfg.archive_dir
+    }
+
+    pub fn limits(&self) -> &super::Limits {
+        &self.cfg.limits
+    }
+
+    pub fn stats(&self) -> SnapshotStats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    /// Claim the job slot for a snapshot (`Busy` when another job runs).
+    pub fn begin_snapshot(&self) -> Result<Arc<Job>, SnapshotError> {
+        self.jobs.begin(JobKind::Snapshot, new_id())
+    }
+
+    /// Claim the job slot for a restore.
+    pub fn begin_restore(&self) -> Result<Arc<Job>, SnapshotError> {
+        self.jobs
+            .begin(JobKind::Restore, format!("restore-{}", new_id()))
+    }
+
+    /// Run a claimed snapshot job to its end.
+    pub async fn run_snapshot(&self, job: Arc<Job>) -> Result<SnapshotMeta, SnapshotError> {
+        let started = Instant::now();
+        let result = self.snapshot_inner(&job, started).await;
+        let mut st = self.stats.lock().unwrap();
+        match &result {
+            Ok(meta) => {
+                st.snapshots_ok += 1;
+                st.last_duration = Some(started.elapsed());
+                st.last_pause = Some(Duration::from_millis(meta.pause_ms));
+                st.last_size = Some(meta.size);
+            }
+            Err(_) => st.snapshots_failed += 1,
+        }
+        drop(st);
+        job.finish(&result.as_ref().map(|_| ()).map_err(clone_err));
+        result
+    }
+
+    async fn snapshot_inner(
+        &self,
+        job: &Arc<Job>,
+        started: Instant,
+    ) -> Result<SnapshotMeta, SnapshotError> {
+        let id = job.id.clone();
+        job.set_snapshot(&id);
+        if !self.store.is_dir() {
+            return Err(SnapshotError::Other(format!(
+                "{}: store is not a directory; set snapshot.store or persist.store",
+                self.store.display()
+            )));
+        }
+        let dir = self.cfg.archive_dir.clone();
+        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io(&dir, e))?;
+        let staged = self.store.join(format!("{RESERVED_PREFIX}copy-{id}"));
+        let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+
+        // The pause: as short as a tree copy (a reflink where the file system can).
+        job.phase("quiesce");
+        let paused = Instant::now();
+        let stopped = self.quiesce().await;
+        let copied = match stopped {
+            Ok(_) => {
+                job.phase("copy");
+                let (src, dst, j) = (self.store.clone(), staged.clone(), job.clone());
+                spawn_blocking(move || copy::copy_tree(&src, &dst, &j.bytes)).await
+            }
+            Err(ref e) => Err(SnapshotError::Quiesce(e.to_string())),
+        };
+        job.phase("resume");
+        self.resume(stopped.as_deref().unwrap_or(&[])).await;
+        let pause_ms = paused.elapsed().as_millis() as u64;
+        job.set_pause(pause_ms);
+        tracing::info!(job = %id, pause_ms, "snapshot: services resumed");
+        let reflinked = match copied {
+            Ok(r) => r,
+            Err(e) => {
+                copy::remove_tree(&staged);
+                return Err(e);
+            }
+        };
+
+        // In the background of the running services: compress and checksum.
+        job.phase("compress");
+        let partial = dir.join(format!(".{id}.tar.zst.partial"));
+        let written = {
+            let (src, out, j, c, cr) = (
+                staged.clone(),
+                partial.clone(),
+                job.clone(),
+                self.cfg.compression.clone(),
+                created.clone(),
+            );
+            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes)).await
+        };
+        copy::remove_tree(&staged);
+        let written = match written {
+            Ok(w) => w,
+            Err(e) => {
+                let _ = fs::remove_file(&partial);
+                return Err(e);
+            }
+        };
+        let meta = SnapshotMeta {
+            id: id.clone(),
+            created: now_secs(),
+            size: written.size,
+            sha256: written.sha256,
+            entries: written.entries,
+            total_bytes: written.total_bytes,
+            pause_ms,
+            duration_ms: started.elapsed().as_millis() as u64,
+            reflinked,
+        };
+        if let Err(e) = self.publish(&partial, &meta) {
+            let _ = fs::remove_file(&partial);
+            let _ = fs::remove_file(self.archive_path_unchecked(&id));
+            return Err(e);
+        }
+        tracing::info!(
+            id = %id, size = meta.size, bytes = meta.total_bytes, pause_ms,
+            duration_ms = meta.duration_ms, "snapshot written"
+        );
+        self.retain();
+        if self.cfg.keep_rollback == KeepRollback::UntilNextSnapshot {
+            copy::remove_tree(&restore::rollback_dir(&self.store));
+        }
+        Ok(meta)
+    }
+
+    /// Rename the finished archive into place and write its metadata, both durably.
+    fn publish(&self, partial: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
+        let dir = &self.cfg.archive_dir;
+        let archive = self.archive_path_unchecked(&meta.id);
+        fs::rename(partial, &archive).map_err(|e| SnapshotError::io(&archive, e))?;
+        let m = dir.join(format!("{}.json", meta.id));
+        let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
+        fsutil::write_atomic(&m, &json, 0o600).map_err(|e| SnapshotError::io(&m, e))
+    }
+
+    /// Delete snapshots beyond `keep`, oldest first.
+    fn retain(&self) {
+        if self.cfg.keep == 0 {
+            return;
+        }
+        let list = self.list();
+        for old in list.iter().skip(self.cfg.keep) {
+            tracing::info!(id = %old.id, "snapshot: deleted by retention");
+            let _ = self.delete(&old.id);
+        }
+    }
+
+    /// Run the pre commands and stop the quiesce services; returns those stopped.
+    /// On failure everything done so far is undone.
+    async fn quiesce(&self) -> Result<Vec<String>, SnapshotError> {
+        for cmd in &self.cfg.quiesce.pre {
+            if let Err(e) = run_command(cmd).await {
+                self.run_post().await;
+                return Err(e);
+            }
+        }
+        match self.stop_services().await {
+            Ok(stopped) => Ok(stopped),
+            Err((stopped, e)) => {
+                self.resume(&stopped).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Stop the configured services in order; a name the supervisor does not know is
+    /// skipped. Returns the stopped ones, or those stopped so far and the error.
+    async fn stop_services(&self) -> Result<Vec<String>, (Vec<String>, SnapshotError)> {
+        let mut stopped = Vec::new();
+        for name in &self.cfg.quiesce.services {
+            match self.control.stop(name, true).await {
+                Ok(()) => stopped.push(name.clone()),
+                Err(SuperviseError::BadName(_)) => {
+                    tracing::debug!(service = %name, "quiesce: no such service, skipped")
+                }
+                Err(SuperviseError::NotRunning(_)) => {}
+                Err(e) => return Err((stopped, SnapshotError::Quiesce(e.to_string()))),
+            }
+        }
+        Ok(stopped)
+    }
+
+    /// Start `stopped` in reverse order, then run the post commands. Errors are logged:
+    /// the supervisor keeps retrying services by itself.
+    async fn resume(&self, stopped: &[String]) {
+        self.start_services(stopped).await;
+        self.run_post().await;
+    }
+
+    async fn start_services(&self, names: &[String]) {
+        for name in names.iter().rev() {
+            if let Err(e) = self.control.start(name, false).await {
+                tracing::error!(service = %name, error = %e, "cannot restart service");
+            }
+        }
+    }
+
+    async fn run_post(&self) {
+        for cmd in &self.cfg.quiesce.post {
+            if let Err(e) = run_command(cmd).await {
+                tracing::error!(error = %e, "quiesce post command failed");
+            }
+        }
+    }
+
+    /// Run a claimed restore job to its end.
+    pub async fn run_restore(
+        &self,
+        job: Arc<Job>,
+        source: RestoreSource,
+    ) -> Result<(), SnapshotError> {
+        let upload = match &source {
+            RestoreSource::Upload { path, .. } => Some(path.clone()),
+            RestoreSource::Id(_) => None,
+        };
+        let result = self.restore_inner(&job, source).await;
+        if let Some(p) = upload {
+            let _ = fs::remove_file(p);
+        }
+        let mut st = self.stats.lock().unwrap();
+        if result.is_ok() {
+            st.restores_ok += 1;
+        } else {
+            st.restores_failed += 1;
+        }
+        drop(st);
+        job.finish(&result.as_ref().map(|_| ()).map_err(clone_err));
+        result
+    }
+
+    async fn restore_inner(
+        &self,
+        job: &Arc<Job>,
+        source: RestoreSource,
+    ) -> Result<(), SnapshotError> {
+        let (archive, sha) = match source {
+            RestoreSource::Id(id) => {
+                let meta = self.get(&id)?;
+                job.set_snapshot(&id);
+                (self.archive_path(&id)?, Some(meta.sha256))
+            }
+            RestoreSource::Upload { path, sha256 } => (path, sha256),
+        };
+        if !self.store.is_dir() {
+            return Err(SnapshotError::Other(format!(
+                "{}: store is not a directory",
+                self.store.display()
+            )));
+        }
+        job.phase("verify");
+        let staging = self
+            .store
+            .join(format!("{RESERVED_PREFIX}restore-{}", job.id));
+        let verified = {
+            let (a, s, l, j) = (
+                archive.clone(),
+                staging.clone(),
+                self.cfg.limits.clone(),
+                job.clone(),
+            );
+            spawn_blocking(move || verify::extract_verified(&a, &s, &l, sha.as_deref(), &j.bytes))
+                .await
+        };
+        if let Err(e) = verified {
+            copy::remove_tree(&staging);
+            return Err(e);
+        }
+
+        job.phase("stop");
+        let stopped = match self.stop_services().await {
+            Ok(s) => s,
+            Err((s, e)) => {
+                self.start_services(&s).await;
+                copy::remove_tree(&staging);
+                return Err(e);
+            }
+        };
+        job.phase("swap");
+        let store = self.store.clone();
+        let swapped = {
+            let (st, sg) = (store.clone(), staging.clone());
+            spawn_blocking(move || restore::swap_in(&st, &sg)).await
+        };
+        if let Err(e) = swapped {
+            copy::remove_tree(&staging);
+            self.start_services(&stopped).await;
+            return Err(SnapshotError::RolledBack(e.to_string()));
+        }
+        job.phase("start");
+        self.start_services(&stopped).await;
+        job.phase("wait-ready");
+        if let Err(not_ready) = self.wait_ready(&stopped).await {
+            job.phase("rollback");
+            let _ = self.stop_services().await;
+            let st = store.clone();
+            let back = spawn_blocking(move || restore::swap_back(&st)).await;
+            self.start_services(&stopped).await;
+            return Err(match back {
+                Ok(()) => SnapshotError::RolledBack(not_ready),
+                Err(e) => SnapshotError::Other(format!(
+                    "{not_ready}; and putting the old store back failed: {e}"
+                )),
+            });
+        }
+        restore::commit(&store, self.cfg.keep_rollback)?;
+        Ok(())
+    }
+
+    /// Wait until every restarted service and the supervisor as a whole are ready.
+    async fn wait_ready(&self, services: &[String]) -> Result<(), String> {
+        let deadline = Instant::now() + self.cfg.ready_timeout;
+        loop {
+            let mut waiting = Vec::new();
+            for name in services {
+                match self.control.info(name).await {
+                    Ok(i) if i.ready => {}
+                    _ => waiting.push(name.clone()),
+                }
+            }
+            if waiting.is_empty() && self.control.all_ready().await {
+                return Ok(());
+            }
+            if Instant::now() >= deadline {
+                return Err(format!(
+                    "not ready within {}: {}",
+                    humantime::format_duration(self.cfg.ready_timeout),
+                    if waiting.is_empty() {
+                        "required services".into()
+                    } else {
+                        waiting.join(", ")
+                    }
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    fn archive_path_unchecked(&self, id: &str) -> PathBuf {
+        self.cfg.archive_dir.join(format!("{id}.tar.zst"))
+    }
+
+    /// The archive file of an existing snapshot.
+    pub fn archive_path(&self, id: &str) -> Result<PathBuf, SnapshotError> {
+        check_id(id)?;
+        let p = self.archive_path_unchecked(id);
+        if p.is_file() {
+            Ok(p)
+        } else {
+            Err(SnapshotError::NotFound(id.to_string()))
+        }
+    }
+
+    /// Snapshots, newest first.
+    pub fn list(&self) -> Vec<SnapshotMeta> {
+        let mut out: Vec<SnapshotMeta> = fs::read_dir(&self.cfg.archive_dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            .filter_map(|e| fs::read(e.path()).ok())
+            .filter_map(|b| serde_json::from_slice::<SnapshotMeta>(&b).ok())
+            .filter(|m| self.archive_path_unchecked(&m.id).is_file())
+            .collect();
+        out.sort_by(|a, b| b.created.cmp(&a.created).then(b.id.cmp(&a.id)));
+        out
+    }
+
+    pub fn get(&self, id: &str) -> Result<SnapshotMeta, SnapshotError> {
+        check_id(id)?;
+        let p = self.cfg.archive_dir.join(format!("{id}.json"));
+        let bytes = fs::read(&p).map_err(|_| SnapshotError::NotFound(id.to_string()))?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| SnapshotError::Other(format!("{}: {e}", p.display())))
+    }
+
+    pub fn delete(&self, id: &str) -> Result<(), SnapshotError> {
+        self.get(id)?;
+        let m = self.cfg.archive_dir.join(format!("{id}.json"));
+        // Metadata first: a snapshot without metadata is not listed.
+        fs::remove_file(&m).map_err(|e| SnapshotError::io(&m, e))?;
+        let a = self.archive_path_unchecked(id);
+        let _ = fs::remove_file(&a);
+        fsutil::fsync_dir(&self.cfg.archive_dir).map_err(|e| SnapshotError::io(&a, e))
+    }
+
+    /// A fresh path in the archive directory for an upload.
+    pub fn upload_path(&self, job: &Job) -> Result<PathBuf, SnapshotError> {
+        let dir = &self.cfg.archive_dir;
+        fs::create_dir_all(dir).map_err(|e| SnapshotError::io(dir, e))?;
+        Ok(dir.join(format!(".upload-{}.partial", job.id)))
+    }
+}
+
+async fn spawn_blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
+) -> Result<T, SnapshotError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|e| Err(SnapshotError::Other(format!("worker panicked: {e}"))))
+}
+
+/// Run one quiesce command; non-zero exit is an error naming the command.
+async fn run_command(argv: &[String]) -> Result<(), SnapshotError> {
+    let (prog, args) = argv
+        .split_first()
+        .ok_or_else(|| SnapshotError::Quiesce("empty command".into()))?;
+    let out = tokio::process::Command::new(prog)
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| SnapshotError::Quiesce(format!("{prog}: {e}")))?;
+    if !out.status.success() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        return Err(SnapshotError::Quiesce(format!(
+            "{prog} failed ({}): {}",
+            out.status,
+            err.trim()
+        )));
+    }
+    Ok(())
+}
+
+/// `SnapshotError` holds io::Error, which is not Clone; the job record needs only text.
+fn clone_err(e: &SnapshotError) -> SnapshotError {
+    match e {
+        SnapshotError::RolledBack(m) => SnapshotError::RolledBack(m.clone()),
+        other => SnapshotError::Other(other.to_string()),
+    }
+}

@@ -1,0 +1,116 @@
+//! Swapping a verified staging tree into the store and back. The store may be a mount
+//! point, which cannot be renamed, so the swap moves its *contents*: every top-level entry
+//! goes into the rollback directory inside the store, then every entry of the staging tree
+//! comes in. All moves are renames inside one file system. A journal file marks a swap in
+//! progress; [`recover_interrupted`] (run at boot) puts the old store back if the init died
+//! before the restored services were confirmed ready.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use super::copy::remove_tree;
+use super::{is_reserved, KeepRollback, SnapshotError, RESERVED_PREFIX};
+use crate::fsutil;
+
+pub fn rollback_dir(store: &Path) -> PathBuf {
+    store.join(format!("{RESERVED_PREFIX}rollback"))
+}
+
+fn journal(store: &Path) -> PathBuf {
+    store.join(format!("{RESERVED_PREFIX}journal"))
+}
+
+/// Move every (non-reserved) top-level entry of `from` into `to`.
+fn move_contents(from: &Path, to: &Path, skip_reserved: bool) -> Result<(), SnapshotError> {
+    for item in fs::read_dir(from).map_err(|e| SnapshotError::io(from, e))? {
+        let item = item.map_err(|e| SnapshotError::io(from, e))?;
+        if skip_reserved && is_reserved(&item.file_name()) {
+            continue;
+        }
+        let dst = to.join(item.file_name());
+        fs::rename(item.path(), &dst).map_err(|e| SnapshotError::io(&dst, e))?;
+    }
+    fsutil::fsync_dir(from).map_err(|e| SnapshotError::io(from, e))?;
+    fsutil::fsync_dir(to).map_err(|e| SnapshotError::io(to, e))
+}
+
+/// Put the contents of `staging` (inside the store) in place of the store's contents,
+/// which go to the rollback directory. On failure the old contents are put back.
+pub fn swap_in(store: &Path, staging: &Path) -> Result<(), SnapshotError> {
+    let rollback = rollback_dir(store);
+    remove_tree(&rollback);
+    fs::create_dir(&rollback).map_err(|e| SnapshotError::io(&rollback, e))?;
+    let j = journal(store);
+    // Phase "out": old entries are moving to the rollback dir, the store holds only old
+    // ones. Phase "in": the store holds only new ones. Recovery depends on which.
+    fsutil::write_atomic(&j, b"out\n", 0o600).map_err(|e| SnapshotError::io(&j, e))?;
+    let result = move_contents(store, &rollback, true)
+        .and_then(|()| {
+            fsutil::write_atomic(&j, b"in\n", 0o600).map_err(|e| SnapshotError::io(&j, e))
+        })
+        .and_then(|()| move_contents(staging, store, false))
+        .and_then(|()| fs::remove_dir(staging).map_err(|e| SnapshotError::io(staging, e)));
+    if let Err(e) = result {
+        tracing::error!(error = %e, "restore: swap failed, putting the old store back");
+        swap_back(store)?;
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Put the rollback copy back in place of the store's current contents (which are deleted).
+pub fn swap_back(store: &Path) -> Result<(), SnapshotError> {
+    let rollback = rollback_dir(store);
+    let failed = store.join(format!("{RESERVED_PREFIX}failed"));
+    let j = journal(store);
+    let phase = fs::read_to_string(&j).map_err(|e| SnapshotError::io(&j, e))?;
+    remove_tree(&failed);
+    if phase.trim() != "out" {
+        // The store holds (part of) the restored tree only: move it aside.
+        fs::create_dir(&failed).map_err(|e| SnapshotError::io(&failed, e))?;
+        move_contents(store, &failed, true)?;
+    }
+    move_contents(&rollback, store, false)?;
+    fs::remove_file(&j).map_err(|e| SnapshotError::io(&j, e))?;
+    fsutil::fsync_dir(store).map_err(|e| SnapshotError::io(store, e))?;
+    remove_tree(&failed);
+    remove_tree(&rollback);
+    tracing::warn!(store = %store.display(), "restore: previous store put back");
+    Ok(())
+}
+
+/// The restored store is good: drop the journal; drop the rollback copy if so configured.
+pub fn commit(store: &Path, keep: KeepRollback) -> Result<(), SnapshotError> {
+    let j = journal(store);
+    fs::remove_file(&j).map_err(|e| SnapshotError::io(&j, e))?;
+    fsutil::fsync_dir(store).map_err(|e| SnapshotError::io(store, e))?;
+    if keep == KeepRollback::Never {
+        remove_tree(&rollback_dir(store));
+    }
+    Ok(())
+}
+
+/// At boot: a journal left behind means the init died during a restore before it was
+/// confirmed; put the old store back. Leftover staging directories are removed.
+/// Returns true when a rollback happened.
+pub fn recover_interrupted(store: &Path) -> Result<bool, SnapshotError> {
+    if !store.is_dir() {
+        return Ok(false);
+    }
+    for item in fs::read_dir(store).map_err(|e| SnapshotError::io(store, e))? {
+        let item = item.map_err(|e| SnapshotError::io(store, e))?;
+        let name = item.file_name().to_string_lossy().into_owned();
+        let stale = [
+            format!("{RESERVED_PREFIX}copy-"),
+            format!("{RESERVED_PREFIX}restore-"),
+        ];
+        if stale.iter().any(|p| name.starts_with(p)) {
+            remove_tree(&item.path());
+        }
+    }
+    if journal(store).exists() {
+        swap_back(store)?;
+        return Ok(true);
+    }
+    Ok(false)
+}
