@@ -50,6 +50,8 @@ pub fn env_with(snapshot_extra: &str, more_yaml: &str) -> Env {
     std::fs::create_dir_all(root.join("etc/cfy-init")).unwrap();
     std::fs::write(root.join("etc/cfy-init/token"), format!("{token}\n")).unwrap();
     std::fs::create_dir_all(root.join("cfy-persist")).unwrap();
+    let store_path = root.join("cfy-persist").display().to_string();
+    let snapshot_extra = snapshot_extra.replace("{store}", &store_path);
     let mut snap = String::from("snapshot:\n  archive_dir: /snapshots\n");
     if !snapshot_extra.contains("quiesce:") {
         snap.push_str("  quiesce:\n    services: []\n");
@@ -58,7 +60,7 @@ pub fn env_with(snapshot_extra: &str, more_yaml: &str) -> Env {
         snap.push_str("  ready_timeout: 20s\n");
     }
     // `{store}` in the extra YAML stands for the (re-rooted) store path.
-    let more_yaml = more_yaml.replace("{store}", &root.join("cfy-persist").display().to_string());
+    let more_yaml = more_yaml.replace("{store}", &store_path);
     for line in snapshot_extra.lines() {
         snap.push_str("  ");
         snap.push_str(line);
