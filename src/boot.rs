@@ -1,45 +1,107 @@
 //! The boot sequence: persist → secret → patch → supervise, and the single-step entry
 //! points used by `cfy-init persist|secret|patch`.
+//!
+//! Each step is recorded in a [`BootState`] that the control API serves as `/status`; a
+//! step that fails stops the boot (non-zero exit, so Docker or Kubernetes restarts the
+//! container) unless its section says it is not required.
 
 use std::process::ExitCode;
 
 use crate::config::Context;
+use crate::hooks::BootState;
+use crate::supervise::{Origin, Runner};
 
 /// Full boot. `main` non-empty: supervise just that command (tini-style).
 pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
-    step_persist(&ctx)?;
-    step_secret(&ctx)?;
-    step_patch(&ctx)?;
-    supervise(&ctx, main)
+    let boot = BootState::new();
+    // A restore that was cut off mid-swap is rolled back before anything reads the store.
+    crate::snapshot::recover_at_boot(&ctx)?;
+    record(&boot, "persist", || boot_persist(&ctx, &boot))?;
+    record(&boot, "secret", || step_secret(&ctx))?;
+    record(&boot, "patch", || step_patch(&ctx))?;
+    boot.set_complete();
+    supervise(&ctx, main, boot)
 }
 
-/// The last step: run the supervisor (or just `main`) until shutdown. Servers that share
-/// the supervisor (hooks HTTP API, supervisord XML-RPC) are added here with `.task(...)`,
-/// supervisord programs with `.services(specs, Origin::Supervisord)`.
-fn supervise(ctx: &Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
-    let mut runner = crate::supervise::Runner::new(ctx).main(main.clone());
-    if main.is_empty() && ctx.config.supervisord.enabled {
+/// Run one step, recording its outcome for `/status`.
+fn record(
+    boot: &BootState,
+    name: &str,
+    step: impl FnOnce() -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    boot.step_running(name);
+    match step() {
+        Ok(()) => {
+            boot.step_done(name, None);
+            Ok(())
+        }
+        Err(e) => {
+            boot.step_failed(name, &format!("{e:#}"));
+            Err(e)
+        }
+    }
+}
+
+/// The persist step as part of the boot: also sets the admin password on the first seed
+/// (before the manager's starter first creates its database from config.yaml).
+fn boot_persist(ctx: &Context, boot: &BootState) -> anyhow::Result<()> {
+    let report = persist_logged(ctx)?;
+    boot.set_persist_report(&report);
+    boot.add_seed_bytes(report.directories.iter().map(|d| d.bytes_copied).sum());
+    if report.first_seed {
+        crate::patch::set_admin_password(ctx)?;
+        crate::persist::confirm_first_seed(ctx)?;
+    }
+    Ok(())
+}
+
+/// The last step: run the supervisor (or just `main`) until shutdown, with the control
+/// API, the supervisord XML-RPC server and the credentials watcher as tasks beside it.
+fn supervise(ctx: &Context, main: Vec<String>, boot: BootState) -> anyhow::Result<ExitCode> {
+    let main_mode = !main.is_empty();
+    let mut runner = Runner::new(ctx).main(main);
+
+    let hooks_ctx = ctx.clone();
+    runner = runner.task(move |handle| {
+        Box::pin(async move {
+            if let Err(e) = crate::hooks::serve(hooks_ctx, handle, boot).await {
+                tracing::error!("control API: {e}");
+            }
+        })
+    });
+
+    if !main_mode && ctx.config.supervisord.enabled {
         let loaded = crate::supervisord::load(ctx)?;
-        runner = runner.services(
-            loaded.programs.clone(),
-            crate::supervise::Origin::Supervisord,
-        );
-        let ctx = ctx.clone();
+        runner = runner.services(loaded.programs.clone(), Origin::Supervisord);
+        let rpc_ctx = ctx.clone();
         runner = runner.task(move |handle| {
             Box::pin(async move {
                 let log = crate::supervisord::mainlog::global();
-                if let Err(e) = crate::supervisord::serve(ctx, handle, loaded, log).await {
-                    tracing::error!("{e}");
+                if let Err(e) = crate::supervisord::serve(rpc_ctx, handle, loaded, log).await {
+                    tracing::error!("supervisord XML-RPC: {e}");
                 }
             })
         });
     }
-    let code = runner.run()?;
-    Ok(code)
+
+    let watch_ctx = ctx.clone();
+    runner = runner.task(move |_| Box::pin(crate::secret::watch(watch_ctx)));
+
+    Ok(runner.run()?)
 }
 
+/// `cfy-init persist`: seed or adopt the store and link into it. On a first seed the
+/// admin password is written too, exactly as in a full boot.
 pub fn step_persist(ctx: &Context) -> anyhow::Result<()> {
-    // The report stays available through `persist::last_report()` for the control API.
+    let report = persist_logged(ctx)?;
+    if report.first_seed {
+        crate::patch::set_admin_password(ctx)?;
+        crate::persist::confirm_first_seed(ctx)?;
+    }
+    Ok(())
+}
+
+fn persist_logged(ctx: &Context) -> anyhow::Result<crate::persist::PersistReport> {
     let report = crate::persist::run(ctx)?;
     for d in &report.directories {
         tracing::info!(
@@ -51,7 +113,7 @@ pub fn step_persist(ctx: &Context) -> anyhow::Result<()> {
             "persist"
         );
     }
-    Ok(())
+    Ok(report)
 }
 
 /// Service-account credentials: a problem is a warning unless `secret.required`.

@@ -363,6 +363,7 @@ impl State {
             return Err(SuperviseError::AlreadyStarted(name.to_string()));
         }
         svc.want_up = true;
+        // An explicit start revives a FATAL or EXITED service (as supervisord's `start` does).
         if matches!(svc.state, ProcessState::Fatal | ProcessState::Exited) {
             svc.state = ProcessState::Stopped;
         }
