@@ -87,11 +87,11 @@ print(json.dumps({'rules': [list(r.items()) for r in rules],
                   'password': d['manager']['security']['admin_password'],
                   'service_management': d.get('service_management')}))
 "#;
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-c", script])
         .arg(file)
         .output()
-        .expect("python3 with PyYAML (python3-yaml) is installed");
+        .expect("Debian python3 with python3-yaml is installed");
     assert!(out.status.success(), "PyYAML failed: {}", stderr(&out));
     serde_json::from_slice(&out.stdout).unwrap()
 }
