@@ -332,10 +332,16 @@ fn install(cfg: &SecretConfig, target: &Path) -> Result<SecretState, SecretError
                 .is_none();
             match (cfg.mode, empty) {
                 (SecretMode::Bind, _) => bind(&cfg.source, target),
-                (SecretMode::Symlink, true) => {
-                    std::fs::remove_dir(target).map_err(io_err(target, "remove the empty"))?;
-                    replace_link(&cfg.source, target)
-                }
+                (SecretMode::Symlink, true) => match std::fs::remove_dir(target) {
+                    Ok(()) => replace_link(&cfg.source, target),
+                    // An empty mount point (something mounted over the target itself)
+                    // cannot be replaced by a link; mounting the source over it can.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        tracing::info!(target = %target.display(), "target is a mount point; bind-mounting the source over it");
+                        bind(&cfg.source, target)
+                    }
+                    Err(e) => Err(io_err(target, "remove the empty")(e)),
+                },
                 (SecretMode::Symlink, false) => Err(SecretError::TargetOccupied {
                     path: target.to_path_buf(),
                     what: "a non-empty directory",
