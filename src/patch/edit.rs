@@ -594,6 +594,17 @@ mod layout_tests {
                     text.lines().collect::<Vec<_>>(),
                     "layout {i}:\n{once}"
                 );
+                // New items are written like the first old one: same indentation, same
+                // opening (flow brace or not, quote or not).
+                let old = text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("- "))
+                    .unwrap();
+                let new = once.lines().find(|l| l.contains(RULES[0].0)).unwrap();
+                let head = |l: &str| l.len() - l.trim_start().len();
+                assert_eq!(head(old), head(new), "layout {i}:\n{once}");
+                let lead = |l: &str| l.trim_start()[..4].to_string();
+                assert_eq!(lead(old), lead(new), "layout {i}:\n{once}");
             }
         }
     }
