@@ -132,6 +132,7 @@ pub fn restore_count() -> u64 {
 /// Make the target show the source once (the boot step).
 pub fn run(ctx: &Context) -> Result<SecretReport, SecretError> {
     let report = ensure(&ctx.config.secret, &ctx.root)?;
+    warn_missing(&ctx.config.secret.source, &report.missing_files);
     log_report(&report, false);
     Ok(report)
 }
@@ -147,6 +148,7 @@ pub async fn watch(ctx: Context) {
     let mut tick = tokio::time::interval(cfg.recheck_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
+    let mut last_missing: Vec<String> = Vec::new();
     loop {
         tick.tick().await;
         let (c, root) = (cfg.clone(), ctx.root.clone());
@@ -163,6 +165,10 @@ pub async fn watch(ctx: Context) {
         match result {
             Ok(report) => {
                 last_error = None;
+                if report.missing_files != last_missing {
+                    warn_missing(&cfg.source, &report.missing_files);
+                    last_missing = report.missing_files.clone();
+                }
                 if matches!(report.state, SecretState::Linked | SecretState::Mounted) {
                     RESTORES.fetch_add(1, Ordering::Relaxed);
                     log_report(&report, true);
@@ -177,6 +183,16 @@ pub async fn watch(ctx: Context) {
                 }
             }
         }
+    }
+}
+
+fn warn_missing(source: &Path, missing: &[String]) {
+    if !missing.is_empty() {
+        let err = SecretError::FilesMissing {
+            path: source.to_path_buf(),
+            names: missing.join(", "),
+        };
+        tracing::warn!("{err}");
     }
 }
 
@@ -217,15 +233,11 @@ pub fn ensure(cfg: &SecretConfig, root: &Root) -> Result<SecretReport, SecretErr
         });
     }
     let missing_files = missing_in(&cfg.source, &cfg.files);
-    if !missing_files.is_empty() {
-        let err = SecretError::FilesMissing {
+    if !missing_files.is_empty() && cfg.required {
+        return Err(SecretError::FilesMissing {
             path: cfg.source.clone(),
             names: missing_files.join(", "),
-        };
-        if cfg.required {
-            return Err(err);
-        }
-        tracing::warn!("{err}");
+        });
     }
     let state = install(cfg, &target)?;
     let report = SecretReport {
