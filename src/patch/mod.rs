@@ -233,12 +233,17 @@ pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
         service_management_changed,
         backup_written,
     };
+    let what = if text != original {
+        "patched Cloudify config"
+    } else {
+        "Cloudify config already patched"
+    };
     tracing::info!(
         file = %report.file.display(),
         rules = cfg.rules.len(),
         rules_changed,
         service_management_changed,
-        "patched Cloudify config"
+        "{what}"
     );
     Ok(report)
 }

@@ -319,9 +319,10 @@ fn install(cfg: &SecretConfig, target: &Path) -> Result<SecretState, SecretError
         }
         Err(e) => Err(io_err(target, "inspect")(e)),
         Ok(m) if m.file_type().is_symlink() => {
-            // A link that shows a complete set of credentials is left alone; any other
-            // link (dangling, stale) is replaced.
-            if missing_in(target, &cfg.files).is_empty() && target.is_dir() {
+            // Our own link, or one that shows a complete set of credentials, is left
+            // alone; any other link (dangling, stale) is replaced.
+            let ours = std::fs::read_link(target).is_ok_and(|t| t == cfg.source);
+            if ours || (missing_in(target, &cfg.files).is_empty() && target.is_dir()) {
                 return Ok(SecretState::Present);
             }
             match cfg.mode {
@@ -401,4 +402,52 @@ fn bind(source: &Path, target: &Path) -> Result<SecretState, SecretError> {
     )
     .map_err(|e| io_err(target, "bind-mount the source on")(io::Error::from(e)))?;
     Ok(SecretState::Mounted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(files: &[&str]) -> (tempfile::TempDir, SecretConfig, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+        for f in files {
+            std::fs::write(dir.path().join("secret").join(f), "x").unwrap();
+        }
+        let mut cfg = SecretConfig::default();
+        cfg.reroot(&root);
+        (dir, cfg, root)
+    }
+
+    #[test]
+    fn second_check_finds_the_link_present_even_with_files_missing() {
+        let (_dir, cfg, root) = setup(&["token"]);
+        let first = ensure(&cfg, &root).unwrap();
+        assert_eq!(first.state, SecretState::Linked);
+        assert_eq!(first.missing_files, vec!["ca.crt", "namespace"]);
+        let second = ensure(&cfg, &root).unwrap();
+        assert_eq!(second.state, SecretState::Present, "no restore counted");
+    }
+
+    #[test]
+    fn a_stale_link_is_replaced() {
+        let (dir, cfg, root) = setup(&["token", "ca.crt", "namespace"]);
+        let target = resolved_target(&cfg, &root);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        symlink(dir.path().join("gone"), &target).unwrap();
+        assert_eq!(ensure(&cfg, &root).unwrap().state, SecretState::Linked);
+        assert_eq!(std::fs::read_link(&target).unwrap(), cfg.source);
+    }
+
+    #[test]
+    fn a_file_on_the_target_is_refused() {
+        let (_dir, cfg, root) = setup(&["token", "ca.crt", "namespace"]);
+        let target = resolved_target(&cfg, &root);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "not a dir").unwrap();
+        let err = ensure(&cfg, &root).unwrap_err().to_string();
+        assert!(err.contains("is a file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not a dir");
+    }
 }
