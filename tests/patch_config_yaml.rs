@@ -449,3 +449,43 @@ fn a_rule_whose_target_is_not_a_file_url_is_refused_naming_the_config() {
     assert!(err.contains("not a file:// URL"), "{err}");
     assert_eq!(sb.read(), before);
 }
+
+#[test]
+fn read_only_file_system_is_refused_with_one_line() {
+    let sb = Sandbox::new(&fixture("5.1.2"), "patch:\n  required: true\n");
+    std::fs::set_permissions(sb.file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(sb.file()).unwrap();
+    let etc = sb.dir.path().join("etc/cloudify");
+    // A private mount namespace in which the directory is a read-only bind mount.
+    let script = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&etc)
+        .arg(env!("CARGO_BIN_EXE_cfy-init"))
+        .arg("--root")
+        .arg(sb.dir.path())
+        .arg("--config")
+        .arg(sb.dir.path().join("cfy-init.yaml"))
+        .arg("patch")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: is read-only (read-only file system)",
+            sb.file().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(sb.file()).unwrap(), before);
+}

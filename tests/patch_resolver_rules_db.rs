@@ -335,4 +335,17 @@ fn rules_reach_the_database_first_once_and_restart_the_rest_service() {
         "{err}"
     );
     assert!(!restarted.exists());
+
+    // Outside the manager's virtualenv the manager backend says where to run it.
+    let out = Command::new(PYTHON)
+        .arg(SCRIPT)
+        .arg("--config")
+        .arg(&config)
+        .args(["--backend", "manager"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("/opt/manager/env/bin/python"), "{err}");
 }
