@@ -9,7 +9,7 @@ APT_PACKAGES=(
   # supervisord's real supervisorctl, and PID-1 peers for benchmarks
   supervisor tini dumb-init catatonit
   # test tooling
-  python3 python3-yaml util-linux procps psmisc iproute2 attr acl e2fsprogs xfsprogs
+  python3 python3-yaml python3-psycopg2 util-linux procps psmisc iproute2 attr acl e2fsprogs xfsprogs
   curl socat hyperfine jq time
   # docker tests: engine, and tools to build a stand-in base image
   docker.io debootstrap

@@ -79,21 +79,33 @@ fn default_rules() -> Vec<(String, String)> {
 
 /// Load `file` with PyYAML and print the rules list and the admin password as JSON.
 fn pyyaml(file: &Path) -> serde_json::Value {
+    pyyaml_many(&[file.to_path_buf()]).remove(0)
+}
+
+/// [`pyyaml`] for several files in one Python process.
+fn pyyaml_many(files: &[PathBuf]) -> Vec<serde_json::Value> {
     let script = r#"
 import json, sys, yaml
-d = yaml.safe_load(open(sys.argv[1], encoding='utf-8'))
-rules = d['provider_context']['import_resolver']['parameters']['rules']
-print(json.dumps({'rules': [list(r.items()) for r in rules],
-                  'password': d['manager']['security']['admin_password'],
-                  'service_management': d.get('service_management')}))
+for f in sys.argv[1:]:
+    d = yaml.safe_load(open(f, encoding='utf-8'))
+    rules = d['provider_context']['import_resolver']['parameters']['rules']
+    print(json.dumps({'rules': [list(r.items()) for r in rules],
+                      'password': d['manager']['security']['admin_password'],
+                      'service_management': d.get('service_management')}))
 "#;
-    let out = Command::new("python3")
+    let out = Command::new("/usr/bin/python3")
         .args(["-c", script])
-        .arg(file)
+        .args(files)
         .output()
-        .expect("python3 with PyYAML (python3-yaml) is installed");
+        .expect("Debian python3 with python3-yaml is installed");
     assert!(out.status.success(), "PyYAML failed: {}", stderr(&out));
-    serde_json::from_slice(&out.stdout).unwrap()
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), files.len());
+    lines
 }
 
 fn rules_only_config() -> &'static str {
@@ -255,6 +267,8 @@ const HOSTILE: &[&str] = &[
 
 #[test]
 fn hostile_admin_passwords_round_trip_exactly() {
+    // Sandboxes kept alive until PyYAML has read them all in one process.
+    let mut checked = Vec::new();
     for (i, pw) in HOSTILE.iter().enumerate() {
         for release in RELEASES {
             let sb = Sandbox::new(
@@ -276,11 +290,6 @@ fn hostile_admin_passwords_round_trip_exactly() {
                 Some(*pw),
                 "case {i} on {release}: serde_norway"
             );
-            assert_eq!(
-                pyyaml(&sb.file())["password"].as_str(),
-                Some(*pw),
-                "case {i} on {release}: PyYAML"
-            );
             // Only the password line changed, and the value sits on one line.
             let changed: Vec<(&str, &str)> = original
                 .lines()
@@ -294,7 +303,16 @@ fn hostile_admin_passwords_round_trip_exactly() {
             // Setting it again changes nothing.
             cfy_init::patch::set_admin_password(&ctx).unwrap();
             assert_eq!(sb.read(), text, "case {i} on {release}: idempotent");
+            checked.push((i, *release, sb));
         }
+    }
+    let files: Vec<PathBuf> = checked.iter().map(|(_, _, sb)| sb.file()).collect();
+    for ((i, release, _), py) in checked.iter().zip(pyyaml_many(&files)) {
+        assert_eq!(
+            py["password"].as_str(),
+            Some(HOSTILE[*i]),
+            "case {i} on {release}: PyYAML"
+        );
     }
 }
 
@@ -430,4 +448,44 @@ fn a_rule_whose_target_is_not_a_file_url_is_refused_naming_the_config() {
     assert!(err.contains("cfy-init.yaml"), "{err}");
     assert!(err.contains("not a file:// URL"), "{err}");
     assert_eq!(sb.read(), before);
+}
+
+#[test]
+fn read_only_file_system_is_refused_with_one_line() {
+    let sb = Sandbox::new(&fixture("5.1.2"), "patch:\n  required: true\n");
+    std::fs::set_permissions(sb.file(), std::fs::Permissions::from_mode(0o644)).unwrap();
+    let before = std::fs::read(sb.file()).unwrap();
+    let etc = sb.dir.path().join("etc/cloudify");
+    // A private mount namespace in which the directory is a read-only bind mount.
+    let script = r#"mount --bind "$1" "$1" && mount -o remount,bind,ro "$1" && shift && exec "$@""#;
+    let out = Command::new("unshare")
+        .args([
+            "--mount",
+            "--propagation",
+            "private",
+            "sh",
+            "-c",
+            script,
+            "sh",
+        ])
+        .arg(&etc)
+        .arg(env!("CARGO_BIN_EXE_cfy-init"))
+        .arg("--root")
+        .arg(sb.dir.path())
+        .arg("--config")
+        .arg(sb.dir.path().join("cfy-init.yaml"))
+        .arg("patch")
+        .output()
+        .unwrap();
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}: is read-only (read-only file system)",
+            sb.file().display()
+        )),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(sb.file()).unwrap(), before);
 }

@@ -10,7 +10,7 @@
 use std::str::FromStr;
 
 use serde_norway::{Mapping, Value};
-use yaml_edit::Document;
+use yaml_edit::{Document, YamlFile};
 
 /// One import-resolver rule: imports whose URL starts with `prefix` are read from
 /// `target_url` instead.
@@ -60,16 +60,23 @@ pub fn parse_strict(text: &str) -> Result<Value, EditError> {
 }
 
 /// Load `text` into the lossless editor, refusing when it would not give the same bytes back
-/// (then nothing we write could be trusted to keep the rest of the file).
-fn lossless(text: &str) -> Result<Document, EditError> {
-    let doc = Document::from_str(text)
+/// (then nothing we write could be trusted to keep the rest of the file). The whole stream
+/// is kept (comments before `---` included); edits go to its single document.
+fn lossless(text: &str) -> Result<(YamlFile, Document), EditError> {
+    let file = YamlFile::from_str(text)
         .map_err(|e| EditError::Layout(format!("the YAML editor cannot load it ({e})")))?;
-    if doc.to_string() != text {
+    if file.to_string() != text {
         return Err(EditError::Layout(
             "the YAML editor cannot reproduce it byte for byte; refusing to edit".into(),
         ));
     }
-    Ok(doc)
+    let mut docs = file.documents();
+    match (docs.next(), docs.next()) {
+        (Some(doc), None) => Ok((file, doc)),
+        _ => Err(EditError::Layout(
+            "expected exactly one YAML document".into(),
+        )),
+    }
 }
 
 /// The rules that would be kept/added by [`apply_rules`], computed on parsed values:
@@ -141,7 +148,7 @@ pub fn apply_rules(
         return Ok(None);
     };
 
-    let doc = lossless(text)?;
+    let (file, doc) = lossless(text)?;
     let seq = editor_sequence(&doc, path, &where_)?;
     if seq.len() != current.len() {
         return Err(EditError::Layout(format!(
@@ -169,7 +176,7 @@ pub fn apply_rules(
             .ok_or_else(|| EditError::Verify("rendered rule is not a mapping".into()))?;
         seq.insert(i, node);
     }
-    let out = doc.to_string();
+    let out = file.to_string();
 
     let mut expected = before;
     *lookup_mut(&mut expected, path).expect("looked up above") = Value::Sequence(want);
@@ -192,36 +199,56 @@ fn editor_sequence(
     map.get_sequence(last.as_str()).ok_or_else(missing)
 }
 
-/// How the first item of the existing list quotes its key (default: single quotes, as the
-/// 4.x releases and the legacy image wrote them).
-fn item_style(text: &str, seq: &yaml_edit::Sequence) -> Quote {
+/// How the items of a list are written: quoting of the key, and flow (`{k: v}`) or block
+/// (`k: v`) mapping.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Style {
+    quote: Quote,
+    flow: bool,
+}
+
+/// The style of the first item of the existing list (default: single-quoted flow mappings,
+/// as the 4.x releases and the legacy image wrote them).
+fn item_style(text: &str, seq: &yaml_edit::Sequence) -> Style {
     let Some(first) = seq.first() else {
-        return Quote::Single;
+        return Style {
+            quote: Quote::Single,
+            flow: true,
+        };
     };
     let range = first.byte_range();
-    let item = &text[range.start as usize..range.end as usize];
-    match item.trim_start_matches(['{', ' ']).chars().next() {
+    let item = text[range.start as usize..range.end as usize].trim_start();
+    let quote = match item.trim_start_matches(['{', ' ']).chars().next() {
         Some('\'') => Quote::Single,
         Some('"') => Quote::Double,
         Some(_) => Quote::Plain,
         None => Quote::Single,
+    };
+    Style {
+        quote,
+        flow: item.starts_with('{') || !first.is_mapping(),
     }
 }
 
-/// A rule as a one-line flow mapping in `style`. A plain scalar is used only when it reads
-/// back as the same string in a flow context; otherwise single quotes.
-fn render_rule(rule: &Rule, style: Quote) -> String {
-    let quoted = |s: &str| match style {
+/// A rule as a one-line mapping in `style`. A plain scalar is used only when it reads back
+/// as the same string; otherwise single quotes.
+fn render_rule(rule: &Rule, style: Style) -> String {
+    let (open, close) = if style.flow { ("{", "}") } else { ("", "") };
+    let quoted = |s: &str| match style.quote {
         Quote::Double => double_quoted(s),
         Quote::Single | Quote::Plain => single_quoted(s),
     };
-    if style == Quote::Plain {
-        let plain = format!("{{{}: {}}}", rule.prefix, rule.target_url);
+    if style.quote == Quote::Plain {
+        let plain = format!("{open}{}: {}{close}", rule.prefix, rule.target_url);
         if parse_strict(&plain).ok() == Some(rule_value(rule)) {
             return plain;
         }
     }
-    format!("{{{}: {}}}", quoted(&rule.prefix), quoted(&rule.target_url))
+    format!(
+        "{open}{}: {}{close}",
+        quoted(&rule.prefix),
+        quoted(&rule.target_url)
+    )
 }
 
 /// A single-quoted YAML scalar (only `'` needs escaping, by doubling). Callers use it for
@@ -317,7 +344,7 @@ pub fn set_scalar(
         })?
         .insert(Value::String(last.clone()), Value::String(value.to_owned()));
 
-    let doc = lossless(text)?;
+    let (file, doc) = lossless(text)?;
     let mut map = doc
         .as_mapping()
         .ok_or_else(|| EditError::Layout("the document is not a mapping".into()))?;
@@ -332,7 +359,7 @@ pub fn set_scalar(
         .and_then(|d| d.as_scalar())
         .ok_or_else(|| EditError::Verify("rendered value is not a scalar".into()))?;
     map.set(last.as_str(), scalar);
-    let out = doc.to_string();
+    let out = file.to_string();
     verify(&out, &expected)?;
     Ok(Some(out))
 }
@@ -410,7 +437,13 @@ mod tests {
     #[test]
     fn plain_style_falls_back_to_quotes_when_needed() {
         let r = rule("http://x/a,b", "file:///s #x");
-        let text = render_rule(&r, Quote::Plain);
+        let text = render_rule(
+            &r,
+            Style {
+                quote: Quote::Plain,
+                flow: true,
+            },
+        );
         assert_eq!(text, "{'http://x/a,b': 'file:///s #x'}");
         assert_eq!(parse_strict(&text).unwrap(), rule_value(&r));
     }
@@ -489,5 +522,99 @@ mod tests {
         let v = parse_strict(&out).unwrap();
         assert_eq!(v["m"]["s"]["pw"].as_str(), Some("v"));
         assert_eq!(v["x"].as_i64(), Some(1));
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    fn path() -> Vec<String> {
+        ["pc", "ir", "parameters", "rules"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect()
+    }
+
+    const RULES: &[(&str, &str)] = &[
+        ("https://o.example/r/R6", "file:///opt/o"),
+        ("https://o.example/c", "file:///opt/o"),
+    ];
+
+    fn rules() -> Vec<Rule> {
+        RULES
+            .iter()
+            .map(|(p, t)| Rule {
+                prefix: p.to_string(),
+                target_url: t.to_string(),
+            })
+            .collect()
+    }
+
+    /// Layouts other releases or hand edits could have; each must come out with the rules
+    /// first (checked by `apply_rules` itself), stable on a second run.
+    #[test]
+    fn other_layouts_are_edited_correctly() {
+        let layouts = [
+            // block-mapping items
+            "pc:\n  ir:\n    parameters:\n      rules:\n        - 'http://x/spec': 'file:///s'\n",
+            // block-mapping items, plain
+            "pc:\n  ir:\n    parameters:\n      rules:\n      - http://x/spec: file:///s\n",
+            // four-space indentation, double quotes, comments around
+            "# head\n---\npc:\n    ir:\n        parameters:\n            # before\n            rules:\n                - {\"http://x\": \"file:///s\"}  # tail\n            fallback: true\n",
+            // flow sequence
+            "pc:\n  ir:\n    parameters:\n      rules: [{http://x: file:///s}]\n",
+            // empty flow sequence
+            "pc:\n  ir:\n    parameters:\n      rules: []\n      fallback: true\n",
+            // no trailing newline
+            "pc:\n  ir:\n    parameters:\n      rules:\n      - {http://x: file:///s}",
+        ];
+        for (i, text) in layouts.iter().enumerate() {
+            let once = apply_rules(text, &path(), &rules())
+                .unwrap_or_else(|e| panic!("layout {i}: {e}"))
+                .unwrap_or_else(|| panic!("layout {i}: no change"));
+            let v = parse_strict(&once).unwrap();
+            let got = lookup(&v, &path()).unwrap().as_sequence().unwrap();
+            for (j, r) in rules().iter().enumerate() {
+                assert_eq!(got[j], rule_value(r), "layout {i}:\n{once}");
+            }
+            assert_eq!(
+                apply_rules(&once, &path(), &rules()).unwrap(),
+                None,
+                "layout {i} twice:\n{once}"
+            );
+            // Block layouts: only lines were inserted.
+            if !text.contains("rules: [") {
+                let kept: Vec<&str> = once
+                    .lines()
+                    .filter(|l| !RULES.iter().any(|(p, _)| l.contains(p)))
+                    .collect();
+                assert_eq!(
+                    kept,
+                    text.lines().collect::<Vec<_>>(),
+                    "layout {i}:\n{once}"
+                );
+                // New items are written like the first old one: same indentation, same
+                // opening (flow brace or not, quote or not).
+                let old = text
+                    .lines()
+                    .find(|l| l.trim_start().starts_with("- "))
+                    .unwrap();
+                let new = once.lines().find(|l| l.contains(RULES[0].0)).unwrap();
+                let head = |l: &str| l.len() - l.trim_start().len();
+                assert_eq!(head(old), head(new), "layout {i}:\n{once}");
+                let lead = |l: &str| l.trim_start()[..4].to_string();
+                assert_eq!(lead(old), lead(new), "layout {i}:\n{once}");
+            }
+        }
+    }
+
+    /// A rules list shared through an anchor would change its aliases too: refused, as the
+    /// check against the intended change catches it.
+    #[test]
+    fn an_aliased_rules_list_is_refused() {
+        let text = "pc:\n  ir:\n    parameters:\n      rules: &r\n      - {http://x: file:///s}\nother: *r\n";
+        let err = apply_rules(text, &path(), &rules()).unwrap_err();
+        assert!(matches!(err, EditError::Verify(_)), "{err}");
     }
 }

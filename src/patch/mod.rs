@@ -180,8 +180,33 @@ impl PatchError {
 /// Apply the configured rules and `service_management` to Cloudify's config.yaml.
 pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
     let cfg = &ctx.config.patch;
+    check_rules(ctx)?;
     let file = target_file(ctx);
-    for r in &cfg.rules {
+    let original = read(&file)?;
+    let (text, rules_changed, service_management_changed) =
+        edited(&original, cfg).map_err(|e| PatchError::from_edit(&file, e))?;
+    let changed = text != original;
+    let backup_written = changed && replace(&file, &original, &text, &cfg.backup_suffix)?;
+    tracing::info!(
+        file = %file.display(),
+        rules = cfg.rules.len(),
+        rules_changed,
+        service_management_changed,
+        "{}",
+        if changed { "patched Cloudify config" } else { "Cloudify config already patched" }
+    );
+    Ok(PatchReport {
+        file,
+        rules_changed,
+        service_management_changed,
+        backup_written,
+    })
+}
+
+/// The configured rules must all point at `file://` targets (checked again here because a
+/// Context can be built without `Config::load`).
+fn check_rules(ctx: &Context) -> Result<(), PatchError> {
+    for r in &ctx.config.patch.rules {
         check_rule(r).map_err(|msg| PatchError::BadRule {
             path: ctx
                 .config_path
@@ -190,7 +215,11 @@ pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
             msg,
         })?;
     }
-    let original = read(&file)?;
+    Ok(())
+}
+
+/// `original` with the rules and `service_management` applied, and which of them changed.
+fn edited(original: &str, cfg: &PatchConfig) -> Result<(String, bool, bool), EditError> {
     let rules: Vec<Rule> = cfg
         .rules
         .iter()
@@ -199,48 +228,25 @@ pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
             target_url: r.target_url.clone(),
         })
         .collect();
-    let mut text = original.clone();
-    let rules_changed = if rules.is_empty() {
-        edit::parse_strict(&text).map_err(|e| PatchError::from_edit(&file, e))?;
-        false
-    } else if let Some(t) = edit::apply_rules(&text, &cfg.rules_path, &rules)
-        .map_err(|e| PatchError::from_edit(&file, e))?
-    {
-        text = t;
-        true
-    } else {
-        false
-    };
-    let mut service_management_changed = false;
-    if let Some(sm) = &cfg.service_management {
-        let path = vec!["service_management".to_string()];
-        let raw = plain_or_quoted(sm);
-        if let Some(t) =
-            edit::set_scalar(&text, &path, sm, &raw).map_err(|e| PatchError::from_edit(&file, e))?
-        {
+    // Parse even when there is nothing to add, so a broken file is reported.
+    edit::parse_strict(original)?;
+    let mut text = original.to_string();
+    let mut rules_changed = false;
+    if !rules.is_empty() {
+        if let Some(t) = edit::apply_rules(&text, &cfg.rules_path, &rules)? {
             text = t;
-            service_management_changed = true;
+            rules_changed = true;
         }
     }
-    let backup_written = if text != original {
-        replace(&file, &original, &text, &cfg.backup_suffix)?
-    } else {
-        false
-    };
-    let report = PatchReport {
-        file,
-        rules_changed,
-        service_management_changed,
-        backup_written,
-    };
-    tracing::info!(
-        file = %report.file.display(),
-        rules = cfg.rules.len(),
-        rules_changed,
-        service_management_changed,
-        "patched Cloudify config"
-    );
-    Ok(report)
+    let mut sm_changed = false;
+    if let Some(sm) = &cfg.service_management {
+        let path = ["service_management".to_string()];
+        if let Some(t) = edit::set_scalar(&text, &path, sm, &plain_or_quoted(sm))? {
+            text = t;
+            sm_changed = true;
+        }
+    }
+    Ok((text, rules_changed, sm_changed))
 }
 
 /// Write the admin password from the configured sources into config.yaml

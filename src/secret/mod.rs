@@ -132,6 +132,7 @@ pub fn restore_count() -> u64 {
 /// Make the target show the source once (the boot step).
 pub fn run(ctx: &Context) -> Result<SecretReport, SecretError> {
     let report = ensure(&ctx.config.secret, &ctx.root)?;
+    warn_missing(&ctx.config.secret.source, &report.missing_files);
     log_report(&report, false);
     Ok(report)
 }
@@ -147,6 +148,7 @@ pub async fn watch(ctx: Context) {
     let mut tick = tokio::time::interval(cfg.recheck_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
+    let mut last_missing: Vec<String> = Vec::new();
     loop {
         tick.tick().await;
         let (c, root) = (cfg.clone(), ctx.root.clone());
@@ -163,6 +165,10 @@ pub async fn watch(ctx: Context) {
         match result {
             Ok(report) => {
                 last_error = None;
+                if report.missing_files != last_missing {
+                    warn_missing(&cfg.source, &report.missing_files);
+                    last_missing = report.missing_files.clone();
+                }
                 if matches!(report.state, SecretState::Linked | SecretState::Mounted) {
                     RESTORES.fetch_add(1, Ordering::Relaxed);
                     log_report(&report, true);
@@ -177,6 +183,16 @@ pub async fn watch(ctx: Context) {
                 }
             }
         }
+    }
+}
+
+fn warn_missing(source: &Path, missing: &[String]) {
+    if !missing.is_empty() {
+        let err = SecretError::FilesMissing {
+            path: source.to_path_buf(),
+            names: missing.join(", "),
+        };
+        tracing::warn!("{err}");
     }
 }
 
@@ -217,15 +233,11 @@ pub fn ensure(cfg: &SecretConfig, root: &Root) -> Result<SecretReport, SecretErr
         });
     }
     let missing_files = missing_in(&cfg.source, &cfg.files);
-    if !missing_files.is_empty() {
-        let err = SecretError::FilesMissing {
+    if !missing_files.is_empty() && cfg.required {
+        return Err(SecretError::FilesMissing {
             path: cfg.source.clone(),
             names: missing_files.join(", "),
-        };
-        if cfg.required {
-            return Err(err);
-        }
-        tracing::warn!("{err}");
+        });
     }
     let state = install(cfg, &target)?;
     let report = SecretReport {
@@ -307,9 +319,10 @@ fn install(cfg: &SecretConfig, target: &Path) -> Result<SecretState, SecretError
         }
         Err(e) => Err(io_err(target, "inspect")(e)),
         Ok(m) if m.file_type().is_symlink() => {
-            // A link that shows a complete set of credentials is left alone; any other
-            // link (dangling, stale) is replaced.
-            if missing_in(target, &cfg.files).is_empty() && target.is_dir() {
+            // Our own link, or one that shows a complete set of credentials, is left
+            // alone; any other link (dangling, stale) is replaced.
+            let ours = std::fs::read_link(target).is_ok_and(|t| t == cfg.source);
+            if ours || (missing_in(target, &cfg.files).is_empty() && target.is_dir()) {
                 return Ok(SecretState::Present);
             }
             match cfg.mode {
@@ -332,10 +345,16 @@ fn install(cfg: &SecretConfig, target: &Path) -> Result<SecretState, SecretError
                 .is_none();
             match (cfg.mode, empty) {
                 (SecretMode::Bind, _) => bind(&cfg.source, target),
-                (SecretMode::Symlink, true) => {
-                    std::fs::remove_dir(target).map_err(io_err(target, "remove the empty"))?;
-                    replace_link(&cfg.source, target)
-                }
+                (SecretMode::Symlink, true) => match std::fs::remove_dir(target) {
+                    Ok(()) => replace_link(&cfg.source, target),
+                    // An empty mount point (something mounted over the target itself)
+                    // cannot be replaced by a link; mounting the source over it can.
+                    Err(e) if e.raw_os_error() == Some(libc::EBUSY) => {
+                        tracing::info!(target = %target.display(), "target is a mount point; bind-mounting the source over it");
+                        bind(&cfg.source, target)
+                    }
+                    Err(e) => Err(io_err(target, "remove the empty")(e)),
+                },
                 (SecretMode::Symlink, false) => Err(SecretError::TargetOccupied {
                     path: target.to_path_buf(),
                     what: "a non-empty directory",
@@ -383,4 +402,52 @@ fn bind(source: &Path, target: &Path) -> Result<SecretState, SecretError> {
     )
     .map_err(|e| io_err(target, "bind-mount the source on")(io::Error::from(e)))?;
     Ok(SecretState::Mounted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup(files: &[&str]) -> (tempfile::TempDir, SecretConfig, Root) {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Root::new(dir.path());
+        std::fs::create_dir_all(dir.path().join("secret")).unwrap();
+        for f in files {
+            std::fs::write(dir.path().join("secret").join(f), "x").unwrap();
+        }
+        let mut cfg = SecretConfig::default();
+        cfg.reroot(&root);
+        (dir, cfg, root)
+    }
+
+    #[test]
+    fn second_check_finds_the_link_present_even_with_files_missing() {
+        let (_dir, cfg, root) = setup(&["token"]);
+        let first = ensure(&cfg, &root).unwrap();
+        assert_eq!(first.state, SecretState::Linked);
+        assert_eq!(first.missing_files, vec!["ca.crt", "namespace"]);
+        let second = ensure(&cfg, &root).unwrap();
+        assert_eq!(second.state, SecretState::Present, "no restore counted");
+    }
+
+    #[test]
+    fn a_stale_link_is_replaced() {
+        let (dir, cfg, root) = setup(&["token", "ca.crt", "namespace"]);
+        let target = resolved_target(&cfg, &root);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        symlink(dir.path().join("gone"), &target).unwrap();
+        assert_eq!(ensure(&cfg, &root).unwrap().state, SecretState::Linked);
+        assert_eq!(std::fs::read_link(&target).unwrap(), cfg.source);
+    }
+
+    #[test]
+    fn a_file_on_the_target_is_refused() {
+        let (_dir, cfg, root) = setup(&["token", "ca.crt", "namespace"]);
+        let target = resolved_target(&cfg, &root);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::write(&target, "not a dir").unwrap();
+        let err = ensure(&cfg, &root).unwrap_err().to_string();
+        assert!(err.contains("is a file"), "{err}");
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "not a dir");
+    }
 }
