@@ -8,9 +8,28 @@ use std::process::{Command, Output};
 
 use cfy_init::config::{Config, Context, Root};
 
-const FIXTURES: &str = "/work/shared/fixtures/cloudify-config";
+const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cloudify-config");
 const RELEASES: &[&str] = &["4.4", "4.5", "5.1.2"];
 const ONAP_TARGET: &str = "file:///opt/manager/resources/onapspec";
+/// Two rules in the shape of ONAP's (the embedded default has none; see patch.yaml).
+const TEST_RULES: &str = "  rules:
+    - prefix: https://plugins.example.org/raw/content/org.onap.dcaegen2.platform.plugins/R6
+      target_url: file:///opt/manager/resources/onapspec
+    - prefix: https://plugins.example.org/raw/content/org.onap.ccsdk.platform.plugins
+      target_url: file:///opt/manager/resources/onapspec
+";
+
+/// `cfy_init_config` with [`TEST_RULES`] added to its `patch:` section unless it sets rules.
+fn with_test_rules(cfy_init_config: &str) -> String {
+    if cfy_init_config.contains("rules:") {
+        return cfy_init_config.to_string();
+    }
+    let body = cfy_init_config
+        .strip_prefix("patch: {}\n")
+        .or_else(|| cfy_init_config.strip_prefix("patch:\n"))
+        .expect("test configs start with a patch: section");
+    format!("patch:\n{TEST_RULES}{body}")
+}
 
 fn fixture(release: &str) -> String {
     std::fs::read_to_string(format!("{FIXTURES}/config-{release}.yaml")).unwrap()
@@ -26,7 +45,7 @@ impl Sandbox {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/cloudify")).unwrap();
         std::fs::write(dir.path().join("etc/cloudify/config.yaml"), text).unwrap();
-        std::fs::write(dir.path().join("cfy-init.yaml"), cfy_init_config).unwrap();
+        std::fs::write(dir.path().join("cfy-init.yaml"), with_test_rules(cfy_init_config)).unwrap();
         Sandbox { dir }
     }
 
@@ -66,10 +85,10 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
-/// The embedded default's rules (as a YAML list of [prefix, target]) read through the binary.
+/// The test rules (as a list of [prefix, target]) read through the config loader.
 fn default_rules() -> Vec<(String, String)> {
-    let c = Config::embedded();
-    assert_eq!(c.patch.rules.len(), 2, "the ONAP default has two rules");
+    let c = cfy_init::config::from_str(&format!("patch:\n{TEST_RULES}"), Path::new("test")).unwrap();
+    assert_eq!(c.patch.rules.len(), 2);
     c.patch
         .rules
         .iter()

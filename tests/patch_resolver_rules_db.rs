@@ -184,20 +184,36 @@ impl Drop for Postgres {
     }
 }
 
+/// Two rules in the shape of ONAP's (the embedded default has none).
+const TEST_CONFIG: &str = "patch:
+  rules:
+    - prefix: https://plugins.example.org/raw/content/org.onap.dcaegen2.platform.plugins/R6
+      target_url: file:///opt/manager/resources/onapspec
+    - prefix: https://plugins.example.org/raw/content/org.onap.ccsdk.platform.plugins
+      target_url: file:///opt/manager/resources/onapspec
+";
+
 /// config.yaml as cfy-init's patch step leaves it (the 5.1.2 fixture, patched).
 fn patched_config(dir: &Path) -> PathBuf {
     let root = dir.join("root");
     std::fs::create_dir_all(root.join("etc/cloudify")).unwrap();
     let file = root.join("etc/cloudify/config.yaml");
     std::fs::copy(
-        "/work/shared/fixtures/cloudify-config/config-5.1.2.yaml",
+        concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/cloudify-config/config-5.1.2.yaml"
+        ),
         &file,
     )
     .unwrap();
+    let cfg = dir.join("cfy-init.yaml");
+    std::fs::write(&cfg, TEST_CONFIG).unwrap();
     std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_cfy-init"))
         .arg("--root")
         .arg(&root)
+        .arg("--config")
+        .arg(&cfg)
         .arg("patch")
         .env_remove("CFY_INIT_CONFIG")
         .output()
@@ -231,7 +247,10 @@ fn rules_reach_the_database_first_once_and_restart_the_rest_service() {
     let pg = Postgres::start();
     let work = tempfile::tempdir().unwrap();
     let config = patched_config(work.path());
-    let onap = cfy_init::config::Config::embedded().patch.rules;
+    let onap = cfy_init::config::from_str(TEST_CONFIG, Path::new("test"))
+        .unwrap()
+        .patch
+        .rules;
     let spec = "file:///opt/manager/resources/spec";
     // What the manager stored at install: Cloudify's own rules, one stale ONAP rule and one
     // rule added later through the API.
