@@ -247,6 +247,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
     if finished {
         return;
     }
+    // Start-up (config parsing, runtime set-up) freed most of what it allocated: give those
+    // pages back so the long-lived init stays small.
+    // SAFETY: glibc call without pointer arguments.
+    unsafe { libc::malloc_trim(0) };
     while let Some(msg) = rx.recv().await {
         let finished = {
             let mut st = shared.lock();
