@@ -58,6 +58,7 @@ pub fn run(ctx: &Context) -> Result<PersistReport, PersistError> {
     }
     report.store_found = true;
     let store = Store::new(&cfg.store);
+    let _lock = store.lock()?;
     let mut state = open_state(&store, &mut report)?;
     report.staging_cleaned = store.clean_staging()?;
     if report.staging_cleaned {
