@@ -17,6 +17,7 @@ use crate::fsutil;
 pub const META_DIR: &str = ".cfy-init";
 const STATE_FILE: &str = "state.json";
 const STAGING_DIR: &str = "staging";
+const LOCK_FILE: &str = "lock";
 /// What a freshly formatted ext4 volume holds; it does not make a store non-empty.
 const LOST_FOUND: &str = "lost+found";
 const STATE_VERSION: u32 = 1;
@@ -178,6 +179,27 @@ impl Store {
     /// Create `.cfy-init` (a real directory, never a symlink) and make it durable.
     pub fn ensure_meta_dir(&self) -> Result<(), PersistError> {
         ensure_real_dir(&self.meta_dir(), 0o755)
+    }
+
+    /// Hold the store's lock for as long as the returned guard lives, so that two cfy-init
+    /// processes sharing a volume (e.g. a ReadWriteMany claim) never copy at the same time.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, PersistError> {
+        use nix::fcntl::{Flock, FlockArg};
+        self.ensure_meta_dir()?;
+        let path = self.meta_dir().join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PersistError::io(&path, "cannot open the store lock", e))?;
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => return Ok(guard),
+            Err((file, _)) => file,
+        };
+        tracing::warn!(lock = %path.display(), "another cfy-init is working on this store; waiting for it");
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| PersistError::io(&path, "cannot lock the store", io::Error::from(e)))
     }
 
     /// Remove what an interrupted copy left in staging. Returns whether anything was there.
