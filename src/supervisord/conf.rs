@@ -379,8 +379,12 @@ fn program(
     spec.group = group;
     spec.env = env;
     spec.source = Some(format!("{}:{}", section.file.display(), section.line));
-    // supervisord's defaults differ from the native ones for these two.
+    // supervisord's defaults differ from the native ones: autorestart=unexpected, and a
+    // program that got to RUNNING is restarted however often it exits (only failed
+    // starts count against `startretries`); the manager relies on that while its
+    // database or broker comes up.
     spec.restart = RestartPolicy::OnFailure;
+    spec.crash_loop.max_restarts = u32::MAX;
     if let Some(p) = opts.parse("priority", &names, values::integer)? {
         spec.priority = p as i32;
     }
