@@ -263,3 +263,29 @@ fn concurrent_updates_leave_a_consistent_state() {
     let (reread, rc) = ctl(&sock, &["reread"]);
     assert_eq!((reread.trim(), rc), ("No config updates to processes", 0));
 }
+
+#[test]
+fn basic_auth_like_supervisord() {
+    let programs = "[unix_http_server]\nusername=admin\npassword=s3cret\n\n[program:one]\ncommand=sleep 1000\nstartsecs=0\n";
+    let real = RealSupervisord::start(programs, &[]);
+    let ours = CfyInit::prepare(programs, &[]).start("");
+    for args in [
+        &["status"][..],
+        &["-u", "admin", "-p", "wrong", "status"][..],
+        &["-u", "admin", "-p", "s3cret", "status"][..],
+    ] {
+        let (mine, my_rc) = ctl(&ours.sock, args);
+        let (theirs, their_rc) = ctl(&real.sock, args);
+        assert_eq!(
+            (normalise(&mine), my_rc),
+            (normalise(&theirs), their_rc),
+            "{args:?}"
+        );
+    }
+    let (ok, _) = ctl(&ours.sock, &["-u", "admin", "-p", "s3cret", "status"]);
+    assert!(ok.contains("one") && ok.contains("RUNNING"), "{ok}");
+    assert!(
+        !ours.log().contains("s3cret"),
+        "the password is never logged"
+    );
+}

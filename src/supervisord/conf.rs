@@ -379,8 +379,12 @@ fn program(
     spec.group = group;
     spec.env = env;
     spec.source = Some(format!("{}:{}", section.file.display(), section.line));
-    // supervisord's defaults differ from the native ones for these two.
+    // supervisord's defaults differ from the native ones: autorestart=unexpected, and a
+    // program that got to RUNNING is restarted however often it exits (only failed
+    // starts count against `startretries`); the manager relies on that while its
+    // database or broker comes up.
     spec.restart = RestartPolicy::OnFailure;
+    spec.crash_loop.max_restarts = u32::MAX;
     if let Some(p) = opts.parse("priority", &names, values::integer)? {
         spec.priority = p as i32;
     }
@@ -428,7 +432,20 @@ fn program(
         spec.umask = Some(u);
     }
     if let Some(n) = opts.parse("minfds", &names, non_negative)? {
-        spec.rlimits.insert("nofile".into(), n);
+        // Without CAP_SYS_RESOURCE the hard limit cannot be raised; a program that asks for
+        // more still runs, with the most it can get (supervisord would not even try).
+        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .map(|(_, hard)| hard)
+            .unwrap_or(u64::MAX);
+        if n > hard {
+            let e = section.get("minfds").unwrap_or(&header);
+            warnings.push(format!(
+                "{}:{}: [{sname}] minfds={n} is above the hard limit {hard} of open files; using {hard}",
+                e.file.display(),
+                e.line
+            ));
+        }
+        spec.rlimits.insert("nofile".into(), n.min(hard));
     }
     if let Some(v) = opts.parse("redirect_stderr", &names, values::boolean)? {
         spec.redirect_stderr = v;

@@ -97,6 +97,14 @@ impl Ini {
                 current_section = Some(self.open_section(header, file, lineno));
                 continue;
             }
+            if content.starts_with('[') {
+                // Python would take `[program:x` + `=...` as an option named "[program";
+                // it is a broken header, and silently ignoring it hides a whole program.
+                return Err(err(
+                    lineno,
+                    format!("a section header without its closing `]`: {content:?}"),
+                ));
+            }
             let Some(s) = current_section else {
                 return Err(err(
                     lineno,

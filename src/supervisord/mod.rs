@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{Context, Root, Section};
-use crate::supervise::{Readiness, ReadinessCheck, ServiceKind, ServiceSpec};
+use crate::supervise::{CrashLoop, Readiness, ReadinessCheck, ServiceKind, ServiceSpec};
 
 pub mod conf;
 pub mod ini;
@@ -81,6 +81,8 @@ pub struct ProgramOverride {
     pub depends_on: Option<Vec<String>>,
     /// `longrun`, `oneshot` or `after-ready`.
     pub kind: Option<ServiceKind>,
+    /// Give up (FATAL) after this many restarts within a window; supervisord never does.
+    pub crash_loop: Option<CrashLoop>,
 }
 
 impl ProgramOverride {
@@ -107,6 +109,9 @@ impl ProgramOverride {
         }
         if let Some(k) = self.kind {
             spec.kind = k;
+        }
+        if let Some(c) = &self.crash_loop {
+            spec.crash_loop = c.clone();
         }
     }
 }

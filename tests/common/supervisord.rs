@@ -301,4 +301,6 @@ def fault(f, *a):
         return None
     except xmlrpc.client.Fault as e:
         return [e.faultCode, e.faultString]
+    except xmlrpc.client.ProtocolError as e:
+        return ['http', e.errcode]
 "#;
