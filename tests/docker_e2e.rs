@@ -103,6 +103,11 @@ fn volume_survives_stop_start_and_a_new_container() {
     // First boot: the empty volume is seeded from the image, the services come up.
     run_manager(&first, Some(&volume), Some(secret.path()));
     wait_ready(&first, READY_LIMIT);
+    assert_eq!(
+        sh(&first, "cat /proc/1/comm"),
+        "cfy-init",
+        "cfy-init is not PID 1"
+    );
     let pg_data = sh(&first, "readlink -f /var/lib/pgsql/data");
     assert!(
         pg_data.starts_with("/cfy-persist/"),
@@ -175,6 +180,43 @@ fn runs_without_a_volume_and_says_so() {
         "linked into a missing store"
     );
     sh(&name, &format!("{PSQL} -c 'select 1'"));
+    assert_clean_stop(&name);
+}
+
+/// Charts that still run the legacy CMD boot the same manager, with cfy-init as PID 1.
+#[test]
+fn legacy_start_persistent_entrypoint_boots_the_manager() {
+    let _serial = serial();
+    let mut cleanup = Cleanup::default();
+    let name = unique("legacy-cmd");
+    let volume = unique("legacy-store");
+    cleanup.container(&name);
+    cleanup.volume(&volume);
+    let images = images();
+    docker_ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            STANDIN_CONFIG,
+            "-v",
+            &format!("{volume}:/cfy-persist"),
+            "--entrypoint",
+            "/scripts/start-persistent.sh",
+            &images.manager,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_unprivileged(&name);
+    wait_ready(&name, READY_LIMIT);
+    assert_eq!(
+        sh(&name, "cat /proc/1/comm"),
+        "cfy-init",
+        "start-persistent.sh did not exec cfy-init"
+    );
+    assert!(sh(&name, "readlink -f /var/lib/pgsql/data").starts_with("/cfy-persist/"));
     assert_clean_stop(&name);
 }
 
