@@ -50,10 +50,16 @@ def type_name(s):
     for key in ("oneOf", "anyOf"):
         if key in s:
             variants = [resolve(v) for v in s[key]]
+            optional = any(v.get("type") == "null" for v in variants)
+            variants = [v for v in variants if v.get("type") != "null"]
             tags = [variant_tag(v) for v in variants]
-            if all(tags):
-                return "one of " + ", ".join(f"`{t}`" for t in tags) + " (by `type`)"
-            return " or ".join(type_name(v) for v in variants)
+            if variants and all(tags):
+                text = "one of " + ", ".join(f"`{t}`" for t in tags) + " (by `type`)"
+            elif variants and all(len(v.get("enum", [])) == 1 for v in variants):
+                text = " \\| ".join(f"`{v['enum'][0]}`" for v in variants)
+            else:
+                text = " or ".join(type_name(v) for v in variants)
+            return text + " (optional)" if optional else text
     t = s.get("type")
     if isinstance(t, list):
         rest = [x for x in t if x != "null"]
@@ -104,6 +110,9 @@ def children(r, p, depth):
             v = resolve(v)
             tag = variant_tag(v)
             if tag is None:
+                # An optional section (`object or null`): document its fields.
+                if v.get("type") == "object" or "properties" in v:
+                    out.extend(rows(v, p, depth + 1))
                 continue
             for name, sub in v.get("properties", {}).items():
                 if name == "type":

@@ -22,11 +22,21 @@ const PSQL: &str =
 
 /// Start a manager container; `volume` is mounted at /cfy-persist, `secret` at /secret.
 fn run_manager(name: &str, volume: Option<&str>, secret: Option<&std::path::Path>) {
+    run_manager_with(name, volume, secret, &[]);
+}
+
+fn run_manager_with(
+    name: &str,
+    volume: Option<&str>,
+    secret: Option<&std::path::Path>,
+    extra: &[&str],
+) {
     let images = images();
     let mut args: Vec<String> = ["run", "-d", "--name", name, "-e", STANDIN_CONFIG]
         .iter()
         .map(|s| s.to_string())
         .collect();
+    args.extend(extra.iter().map(|s| s.to_string()));
     if let Some(v) = volume {
         args.extend(["-v".into(), format!("{v}:/cfy-persist")]);
     }
@@ -100,9 +110,34 @@ fn volume_survives_stop_start_and_a_new_container() {
     let secret = secret_dir();
     docker_ok(&["volume", "create", &volume], Duration::from_secs(30));
 
-    // First boot: the empty volume is seeded from the image, the services come up.
-    run_manager(&first, Some(&volume), Some(secret.path()));
+    // First boot: the empty volume is seeded from the image, the services come up, and the
+    // admin password from CMPASS reaches Cloudify's config.yaml but never the log.
+    let password = format!("pw-{}-{}", std::process::id(), "x#y: z");
+    run_manager_with(
+        &first,
+        Some(&volume),
+        Some(secret.path()),
+        &["-e", &format!("CMPASS={password}")],
+    );
     wait_ready(&first, READY_LIMIT);
+    let found = exec(
+        &first,
+        &["grep", "-c", "-F", &password, "/etc/cloudify/config.yaml"],
+    );
+    assert_eq!(
+        found.stdout.trim(),
+        "1",
+        "the admin password from CMPASS is not in /etc/cloudify/config.yaml"
+    );
+    assert!(
+        !logs(&first).contains(&password),
+        "the admin password appears in the container's log"
+    );
+    assert_eq!(
+        sh(&first, "cat /proc/1/comm"),
+        "cfy-init",
+        "cfy-init is not PID 1"
+    );
     let pg_data = sh(&first, "readlink -f /var/lib/pgsql/data");
     assert!(
         pg_data.starts_with("/cfy-persist/"),
@@ -175,6 +210,87 @@ fn runs_without_a_volume_and_says_so() {
         "linked into a missing store"
     );
     sh(&name, &format!("{PSQL} -c 'select 1'"));
+    assert_clean_stop(&name);
+}
+
+/// A volume seeded by the legacy start-persistent.sh (plain `cp -rp` copies at
+/// `/cfy-persist/<dir>`, no state file of cfy-init's) is adopted with its data.
+#[test]
+fn legacy_volume_is_adopted_with_its_data() {
+    let _serial = serial();
+    let mut cleanup = Cleanup::default();
+    let name = unique("adopt");
+    let volume = unique("legacy-volume");
+    cleanup.container(&name);
+    cleanup.volume(&volume);
+    let images = images();
+    // What the legacy script's first boot left in the volume (2021 directory list).
+    let legacy_seed = format!(
+        "set -e; for d in {STATE_DIRS}; do mkdir -p /cfy-persist$(dirname $d); \
+         cp -rp $d /cfy-persist$(dirname $d)/; done; \
+         echo from-legacy > /cfy-persist/opt/manager/resources/legacy-marker"
+    );
+    let seeded = docker(
+        &[
+            "run",
+            "--rm",
+            "-v",
+            &format!("{volume}:/cfy-persist"),
+            "--entrypoint",
+            "/bin/sh",
+            &images.manager,
+            "-c",
+            &legacy_seed,
+        ],
+        Duration::from_secs(300),
+    );
+    assert!(seeded.ok(), "legacy seeding: {}", seeded.both());
+
+    run_manager(&name, Some(&volume), None);
+    wait_ready(&name, READY_LIMIT);
+    assert_eq!(
+        sh(&name, "cat /opt/manager/resources/legacy-marker"),
+        "from-legacy",
+        "the legacy store's data is not what the manager sees"
+    );
+    assert!(sh(&name, "readlink -f /var/lib/pgsql/data").starts_with("/cfy-persist/"));
+    assert_clean_stop(&name);
+}
+
+/// Charts that still run the legacy CMD boot the same manager, with cfy-init as PID 1.
+#[test]
+fn legacy_start_persistent_entrypoint_boots_the_manager() {
+    let _serial = serial();
+    let mut cleanup = Cleanup::default();
+    let name = unique("legacy-cmd");
+    let volume = unique("legacy-store");
+    cleanup.container(&name);
+    cleanup.volume(&volume);
+    let images = images();
+    docker_ok(
+        &[
+            "run",
+            "-d",
+            "--name",
+            &name,
+            "-e",
+            STANDIN_CONFIG,
+            "-v",
+            &format!("{volume}:/cfy-persist"),
+            "--entrypoint",
+            "/scripts/start-persistent.sh",
+            &images.manager,
+        ],
+        Duration::from_secs(120),
+    );
+    assert_unprivileged(&name);
+    wait_ready(&name, READY_LIMIT);
+    assert_eq!(
+        sh(&name, "cat /proc/1/comm"),
+        "cfy-init",
+        "start-persistent.sh did not exec cfy-init"
+    );
+    assert!(sh(&name, "readlink -f /var/lib/pgsql/data").starts_with("/cfy-persist/"));
     assert_clean_stop(&name);
 }
 

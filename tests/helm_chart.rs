@@ -323,3 +323,20 @@ fn chart_config_passes_cfy_init_config_check() {
         );
     }
 }
+
+#[test]
+fn without_persistence_the_store_is_an_empty_dir_and_no_claim_is_made() {
+    let docs = documents(&render(&["--set", "persistence.enabled=false"]));
+    let sts = the_statefulset(&docs);
+    assert!(
+        sts["spec"].get("volumeClaimTemplates").is_none(),
+        "a claim is rendered with persistence disabled"
+    );
+    let store = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|v| v["name"] == "store")
+        .expect("a store volume");
+    assert!(store.get("emptyDir").is_some(), "store volume: {store}");
+}
