@@ -105,6 +105,9 @@ pub struct Target {
     /// Longest wait for the manager to become ready (and for a snapshot or restore).
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+    /// A floating IP to give the new server (default: the ones on the server's ports).
+    #[arg(long)]
+    pub floating_ip: Option<String>,
     /// User data for the new server (when the old one's is not visible to you).
     #[arg(long)]
     pub user_data: Option<PathBuf>,
@@ -177,6 +180,7 @@ fn options(cli: &Cli, t: &Target) -> Options {
         ready_timeout: t.ready_timeout,
         user_data_file: t.user_data.clone(),
         os_cloud: cli.os_cloud.clone(),
+        floating_ip: t.floating_ip.clone(),
         state_dir: state_dir(cli),
     }
 }

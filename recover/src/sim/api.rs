@@ -281,6 +281,16 @@ fn name_matches(filter: &str, name: &str) -> bool {
     }
 }
 
+/// What a non-admin does not see of a server.
+fn policy_filter(sh: &Shared, mut v: Value) -> Value {
+    if !sh.config.lock().unwrap().admin_view {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !k.starts_with("OS-EXT-SRV-ATTR:") && k != "host_status");
+        }
+    }
+    v
+}
+
 async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -> Response {
     let st = sh.state.lock().unwrap();
     let base = compute_base(&sh);
@@ -297,7 +307,7 @@ async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -
                 .map(|t| t.split(',').all(|t| s.tags.iter().any(|x| x == t)))
                 .unwrap_or(true)
         })
-        .map(|s| st.render_server(s, mv, &base))
+        .map(|s| policy_filter(&sh, st.render_server(s, mv, &base)))
         .collect();
     Json(json!({ "servers": servers })).into_response()
 }
@@ -310,7 +320,8 @@ async fn show_server(
     let st = sh.state.lock().unwrap();
     match st.servers.get(&id) {
         Some(s) => {
-            Json(json!({ "server": st.render_server(s, mv, &compute_base(&sh)) })).into_response()
+            let v = policy_filter(&sh, st.render_server(s, mv, &compute_base(&sh)));
+            Json(json!({ "server": v })).into_response()
         }
         None => not_found(&format!("Instance {id}")),
     }
