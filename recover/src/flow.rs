@@ -848,7 +848,17 @@ impl Runner<'_> {
                     ));
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                // A retried detach meets a volume already on its way: that is success.
+                Err(e) => {
+                    let now = self.cloud.volume(&v.id).await?;
+                    let moving = now
+                        .as_ref()
+                        .map(|x| matches!(x.status.as_str(), "detaching" | "available"))
+                        .unwrap_or(false);
+                    if !moving {
+                        return Err(e.into());
+                    }
+                }
             }
             let cloud = self.cloud;
             let id = v.id.clone();
@@ -904,7 +914,12 @@ impl Runner<'_> {
                     ));
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let unbound = self.cloud.port(&p.id).await?.map(|x| x.is_unbound());
+                    if unbound != Some(true) {
+                        return Err(e.into());
+                    }
+                }
             }
             let cloud = self.cloud;
             let id = p.id.clone();
@@ -1204,7 +1219,13 @@ impl Runner<'_> {
     }
 
     async fn wait_active(&mut self) -> Result<Outcome, FlowError> {
-        let id = self.new_server_id()?;
+        let mut id = self.new_server_id()?;
+        if self.cloud.server(&id).await?.is_none() {
+            // Deleted after it failed (the operator's fix): boot the replacement again.
+            tracing::warn!(server = %id, "the new server is gone: creating it again");
+            self.create_server().await?;
+            id = self.new_server_id()?;
+        }
         let cloud = self.cloud;
         self.wait_for(&format!("server {id} to become ACTIVE"), self.waits.timeout, || async {
             match cloud.server(&id).await? {
