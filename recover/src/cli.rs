@@ -130,12 +130,10 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
+            // Failures of a run return Ok(1) from `run`; anything else failed before any
+            // change (credentials, inspection, bad options).
             eprintln!("cfy-recover: {e:#}");
-            let refused = e
-                .downcast_ref::<FlowError>()
-                .map(|f| matches!(f, FlowError::Refused(_)))
-                .unwrap_or(true);
-            ExitCode::from(if refused { 2 } else { 1 })
+            ExitCode::from(2)
         }
     }
 }
