@@ -146,7 +146,7 @@ async fn issue_token(State(sh): S, Json(body): Json<Value>) -> Response {
         "issued_at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
         "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"],
         "user": { "id": "9349aff8be7545ac9d2f1d00999a23cd", "name": USERNAME,
-            "domain": { "id": "default", "name": "Default" }, "password_expires_at": null },
+            "domain": { "id": "default", "name": "Default" }, "password_expires_at": "2030-01-01T00:00:00.000000" },
         "project": { "id": PROJECT_ID, "name": PROJECT, "domain": { "id": "default", "name": "Default" } },
         "roles": [{ "id": "r-member", "name": "member" }],
         "is_domain": false,
@@ -783,7 +783,7 @@ async fn list_flavors(State(sh): S) -> Response {
         .map(|f| {
             json!({ "id": f.id, "name": f.name, "vcpus": 4, "ram": 8192, "disk": 40,
             "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0,
-            "os-flavor-access:is_public": true, "OS-FLV-DISABLED:disabled": false,
+            "os-flavor-access:is_public": true,
             "description": null, "extra_specs": {}, "links": [] })
         })
         .collect();
