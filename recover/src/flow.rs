@@ -1434,3 +1434,51 @@ pub fn report(j: &Journal) -> String {
     out.push_str(&format!("  total {:.1}s\n", total as f64 / 1000.0));
     out
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(created: &str) -> Server {
+        serde_json::from_value(
+            json!({ "id": "s", "name": "n", "status": "ACTIVE", "created": created }),
+        )
+        .unwrap()
+    }
+
+    fn port(created: Option<&str>) -> Port {
+        serde_json::from_value(json!({ "id": "p", "network_id": "n", "created_at": created }))
+            .unwrap()
+    }
+
+    #[test]
+    fn nova_port_heuristic() {
+        let s = server("2024-05-01T10:00:00Z");
+        assert!(
+            !port_created_by_nova(&port(Some("2024-05-01T09:59:00Z")), &s),
+            "made first"
+        );
+        assert!(
+            port_created_by_nova(&port(Some("2024-05-01T10:00:03Z")), &s),
+            "made during boot"
+        );
+        assert!(
+            port_created_by_nova(&port(Some("2024-05-01T10:00:00Z")), &s),
+            "same second: unsure, refuse"
+        );
+        assert!(port_created_by_nova(&port(None), &s), "no evidence: refuse");
+    }
+
+    #[test]
+    fn detach_only_on_a_live_host() {
+        let mut s = server("2024-05-01T10:00:00Z");
+        assert!(can_detach(&s));
+        s.host_status = Some("DOWN".into());
+        assert!(!can_detach(&s));
+        s.host_status = Some("UP".into());
+        s.status = "ERROR".into();
+        assert!(!can_detach(&s));
+        s.status = "SHUTOFF".into();
+        assert!(can_detach(&s));
+    }
+}

@@ -107,10 +107,8 @@ impl Spec {
                 _ => vec![],
             };
             let nullable = schema.get("nullable") == Some(&Value::Bool(true));
-            if !types.is_empty()
-                && !types.iter().any(|t| type_ok(t, v))
-                && !(nullable && v.is_null())
-            {
+            let type_matches = types.is_empty() || types.iter().any(|t| type_ok(t, v));
+            if !(type_matches || nullable && v.is_null()) {
                 errors.push(format!("{at}: {v} is not of type {types:?}"));
                 return;
             }
