@@ -535,7 +535,7 @@ mod tests {
                 username: Some("u".into()),
                 user_id: None,
                 user_domain: Domain::default(),
-                password: Secret::new("p"),
+                password: Secret::new("hunter2"),
                 project_name: Some("p".into()),
                 project_id: None,
                 project_domain: Domain::default(),
@@ -624,10 +624,16 @@ mod tests {
     #[test]
     fn auth_bodies_never_leak_into_debug() {
         let c = creds("public", None);
+        let shown = format!("{c:?}");
         assert!(
-            !format!("{c:?}").contains("\"p\"") || !format!("{c:?}").contains("password: \"p\"")
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
         );
         let body = auth_body(&c.method);
+        assert_eq!(
+            body["auth"]["identity"]["password"]["user"]["password"],
+            "hunter2"
+        );
         assert_eq!(body["auth"]["identity"]["methods"], json!(["password"]));
         assert_eq!(
             body["auth"]["scope"]["project"]["domain"],
