@@ -812,19 +812,20 @@ async fn list_ports(State(sh): S, Query(q): Q) -> Response {
         .ports
         .values()
         .filter(|p| {
-            q.get("device_id")
-                .map(|d| &p.device_id == d)
-                .unwrap_or(true)
-        })
-        .filter(|p| q.get("name").map(|n| &p.name == n).unwrap_or(true))
-        .filter(|p| {
-            q.get("network_id")
-                .map(|n| &p.network_id == n)
-                .unwrap_or(true)
+            query_matches(&q, "device_id", Some(&p.device_id))
+                && query_matches(&q, "name", Some(&p.name))
+                && query_matches(&q, "network_id", Some(&p.network_id))
         })
         .map(|p| st.render_port(p))
         .collect();
     Json(json!({ "ports": list })).into_response()
+}
+
+/// A list filter `?key=value`: absent matches everything.
+fn query_matches(q: &HashMap<String, String>, key: &str, value: Option<&str>) -> bool {
+    q.get(key)
+        .map(|want| value == Some(want.as_str()))
+        .unwrap_or(true)
 }
 
 async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
@@ -890,14 +891,8 @@ async fn list_fips(State(sh): S, Query(q): Q) -> Response {
         .fips
         .values()
         .filter(|f| {
-            q.get("port_id")
-                .map(|p| f.port_id.as_deref() == Some(p.as_str()))
-                .unwrap_or(true)
-        })
-        .filter(|f| {
-            q.get("floating_ip_address")
-                .map(|a| &f.address == a)
-                .unwrap_or(true)
+            query_matches(&q, "port_id", f.port_id.as_deref())
+                && query_matches(&q, "floating_ip_address", Some(&f.address))
         })
         .map(|f| st.render_fip(f))
         .collect();
