@@ -7,17 +7,46 @@ use crate::config::Context;
 
 /// Full boot. `main` non-empty: supervise just that command (tini-style).
 pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
-    step_persist(&ctx)?;
-    step_secret(&ctx)?;
-    step_patch(&ctx)?;
-    supervise(&ctx, main)
+    let boot = crate::hooks::BootState::new();
+    crate::snapshot::recover_at_boot(&ctx)?;
+    for (name, step) in [
+        (
+            "persist",
+            step_persist as fn(&Context) -> anyhow::Result<()>,
+        ),
+        ("secret", step_secret),
+        ("patch", step_patch),
+    ] {
+        boot.step_running(name);
+        if let Err(e) = step(&ctx) {
+            boot.step_failed(name, &format!("{e:#}"));
+            return Err(e);
+        }
+        boot.step_done(name, None);
+    }
+    boot.set_complete();
+    supervise(&ctx, main, boot)
 }
 
 /// The last step: run the supervisor (or just `main`) until shutdown. Servers that share
 /// the supervisor (hooks HTTP API, supervisord XML-RPC) are added here with `.task(...)`,
 /// supervisord programs with `.services(specs, Origin::Supervisord)`.
-fn supervise(ctx: &Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
-    let code = crate::supervise::Runner::new(ctx).main(main).run()?;
+fn supervise(
+    ctx: &Context,
+    main: Vec<String>,
+    boot: crate::hooks::BootState,
+) -> anyhow::Result<ExitCode> {
+    let hooks_ctx = ctx.clone();
+    let code = crate::supervise::Runner::new(ctx)
+        .main(main)
+        .task(move |handle| {
+            Box::pin(async move {
+                if let Err(e) = crate::hooks::serve(hooks_ctx, handle, boot).await {
+                    tracing::error!("control API: {e}");
+                }
+            })
+        })
+        .run()?;
     Ok(code)
 }
 

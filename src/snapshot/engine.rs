@@ -300,10 +300,22 @@ impl Engine {
 
     async fn start_services(&self, names: &[String]) {
         for name in names.iter().rev() {
-            if let Err(e) = self.control.start(name, false).await {
-                tracing::error!(service = %name, error = %e, "cannot restart service");
+            match self.control.start(name, false).await {
+                Ok(()) | Err(SuperviseError::AlreadyStarted(_)) => {}
+                Err(e) => tracing::error!(service = %name, error = %e, "cannot restart service"),
             }
         }
+    }
+
+    /// The configured quiesce services that the supervisor knows, in configured order.
+    async fn known_services(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for name in &self.cfg.quiesce.services {
+            if self.control.info(name).await.is_ok() {
+                out.push(name.clone());
+            }
+        }
+        out
     }
 
     async fn run_post(&self) {
@@ -378,14 +390,14 @@ impl Engine {
         }
 
         job.phase("stop");
-        let stopped = match self.stop_services().await {
-            Ok(s) => s,
-            Err((s, e)) => {
-                self.start_services(&s).await;
-                copy::remove_tree(&staging);
-                return Err(e);
-            }
-        };
+        if let Err((s, e)) = self.stop_services().await {
+            self.start_services(&s).await;
+            copy::remove_tree(&staging);
+            return Err(e);
+        }
+        // After the swap every configured service the supervisor knows is started and
+        // awaited, including ones that were not running before (a fresh, empty store).
+        let stopped = self.known_services().await;
         job.phase("swap");
         let store = self.store.clone();
         let swapped = {

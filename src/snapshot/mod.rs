@@ -222,6 +222,21 @@ impl SnapshotError {
     }
 }
 
+/// Boot-time cleanup: finish (roll back) a restore the init died in the middle of, and
+/// remove stale staging copies. Call before anything uses the store.
+pub fn recover_at_boot(ctx: &crate::config::Context) -> Result<(), SnapshotError> {
+    let store = ctx
+        .config
+        .snapshot
+        .store
+        .clone()
+        .unwrap_or_else(|| ctx.config.persist.store.clone());
+    if restore::recover_interrupted(&store)? {
+        tracing::warn!(store = %store.display(), "an interrupted restore was rolled back");
+    }
+    Ok(())
+}
+
 /// Snapshot ids are file names in the archive directory: keep them boring.
 pub fn check_id(id: &str) -> Result<(), SnapshotError> {
     let ok = !id.is_empty()

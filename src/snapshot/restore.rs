@@ -114,3 +114,86 @@ pub fn recover_interrupted(store: &Path) -> Result<bool, SnapshotError> {
     }
     Ok(false)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// A store with old entries `a`, `b` and a verified staging tree with `x`, `y`.
+    fn setup() -> (tempfile::TempDir, PathBuf, PathBuf) {
+        let d = tempfile::tempdir().unwrap();
+        let store = d.path().join("store");
+        let staging = store.join(format!("{RESERVED_PREFIX}restore-1"));
+        fs::create_dir_all(&staging).unwrap();
+        for n in ["a", "b"] {
+            fs::write(store.join(n), n).unwrap();
+        }
+        for n in ["x", "y"] {
+            fs::write(staging.join(n), n).unwrap();
+        }
+        (d, store, staging)
+    }
+
+    #[test]
+    fn swap_in_then_back() {
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        assert_eq!(
+            names(&store),
+            [".cfy-snapshot-journal", ".cfy-snapshot-rollback", "x", "y"]
+        );
+        swap_back(&store).unwrap();
+        assert_eq!(names(&store), ["a", "b"]);
+    }
+
+    #[test]
+    fn commit_keeps_or_drops_the_rollback_copy() {
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        commit(&store, KeepRollback::UntilNextSnapshot).unwrap();
+        assert_eq!(names(&store), [".cfy-snapshot-rollback", "x", "y"]);
+        assert!(
+            !recover_interrupted(&store).unwrap(),
+            "nothing to recover after commit"
+        );
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        commit(&store, KeepRollback::Never).unwrap();
+        assert_eq!(names(&store), ["x", "y"]);
+    }
+
+    #[test]
+    fn crash_while_moving_out_recovers_the_old_store() {
+        let (_d, store, staging) = setup();
+        let rb = rollback_dir(&store);
+        fs::create_dir(&rb).unwrap();
+        fsutil::write_atomic(&journal(&store), b"out\n", 0o600).unwrap();
+        fs::rename(store.join("a"), rb.join("a")).unwrap(); // crash here
+        assert!(recover_interrupted(&store).unwrap());
+        assert_eq!(names(&store), ["a", "b"]);
+        assert!(!staging.exists());
+    }
+
+    #[test]
+    fn crash_while_moving_in_recovers_the_old_store() {
+        let (_d, store, staging) = setup();
+        let rb = rollback_dir(&store);
+        fs::create_dir(&rb).unwrap();
+        fsutil::write_atomic(&journal(&store), b"out\n", 0o600).unwrap();
+        move_contents(&store, &rb, true).unwrap();
+        fsutil::write_atomic(&journal(&store), b"in\n", 0o600).unwrap();
+        fs::rename(staging.join("x"), store.join("x")).unwrap(); // crash here
+        assert!(recover_interrupted(&store).unwrap());
+        assert_eq!(names(&store), ["a", "b"]);
+        assert_eq!(fs::read_to_string(store.join("a")).unwrap(), "a");
+    }
+}

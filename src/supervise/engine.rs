@@ -363,6 +363,11 @@ impl State {
             return Err(SuperviseError::AlreadyStarted(name.to_string()));
         }
         svc.want_up = true;
+        // An explicit start revives a FATAL service (as supervisord's `start` does);
+        // tick() never launches one that is still marked FATAL.
+        if svc.state == ProcessState::Fatal {
+            svc.state = ProcessState::Stopped;
+        }
         svc.attempts = 0;
         svc.recent.clear();
         svc.note = None;

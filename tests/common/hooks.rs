@@ -35,6 +35,12 @@ impl Env {
 /// A temp root with a config: control socket, TCP on a free loopback port with a token,
 /// store and archive dir. `extra` is YAML merged as further top-level keys of `snapshot:`.
 pub fn env(snapshot_extra: &str) -> Env {
+    env_with(snapshot_extra, "")
+}
+
+/// As [`env`], with more top-level YAML (e.g. a `supervise:` section) appended;
+/// `{store}` in it is replaced by the store's path.
+pub fn env_with(snapshot_extra: &str, more_yaml: &str) -> Env {
     let dir = tempfile::Builder::new()
         .prefix("cfy-hooks-")
         .tempdir()
@@ -44,14 +50,24 @@ pub fn env(snapshot_extra: &str) -> Env {
     std::fs::create_dir_all(root.join("etc/cfy-init")).unwrap();
     std::fs::write(root.join("etc/cfy-init/token"), format!("{token}\n")).unwrap();
     std::fs::create_dir_all(root.join("cfy-persist")).unwrap();
-    let mut snap = String::from("snapshot:\n  archive_dir: /snapshots\n  quiesce:\n    services: []\n  ready_timeout: 20s\n");
+    let store_path = root.join("cfy-persist").display().to_string();
+    let snapshot_extra = snapshot_extra.replace("{store}", &store_path);
+    let mut snap = String::from("snapshot:\n  archive_dir: /snapshots\n");
+    if !snapshot_extra.contains("quiesce:") {
+        snap.push_str("  quiesce:\n    services: []\n");
+    }
+    if !snapshot_extra.contains("ready_timeout:") {
+        snap.push_str("  ready_timeout: 20s\n");
+    }
+    // `{store}` in the extra YAML stands for the (re-rooted) store path.
+    let more_yaml = more_yaml.replace("{store}", &store_path);
     for line in snapshot_extra.lines() {
         snap.push_str("  ");
         snap.push_str(line);
         snap.push('\n');
     }
     let yaml = format!(
-        "hooks:\n  socket: /run/cfy-init/control.sock\n  listen: 127.0.0.1:0\n  token_file: /etc/cfy-init/token\n{snap}"
+        "hooks:\n  socket: /run/cfy-init/control.sock\n  listen: 127.0.0.1:0\n  token_file: /etc/cfy-init/token\n{snap}{more_yaml}"
     );
     let config_file = root.join("etc/cfy-init/config.yaml");
     std::fs::write(&config_file, yaml).unwrap();
@@ -198,4 +214,98 @@ pub fn populate(store: &Path) {
     std::os::unix::fs::symlink("data/a.txt", store.join("var/lib/link")).unwrap();
     std::fs::create_dir_all(store.join("etc/cloudify")).unwrap();
     std::fs::write(store.join("etc/cloudify/config.yaml"), "manager: {}\n").unwrap();
+}
+
+/// A `cfy-init run` process on a test root; killed (SIGTERM, then waited for) on drop.
+pub struct Init {
+    pub child: std::process::Child,
+    pub socket: PathBuf,
+    pub root: PathBuf,
+    pub config: PathBuf,
+}
+
+impl Init {
+    pub fn start(e: &Env) -> Init {
+        let log = std::fs::File::create(e.root().join("init.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_cfy-init"))
+            .arg("--root")
+            .arg(e.root())
+            .arg("--config")
+            .arg(&e.config_file)
+            .arg("run")
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let init = Init {
+            child,
+            socket: e.root().join("run/cfy-init/control.sock"),
+            root: e.root().to_path_buf(),
+            config: e.config_file.clone(),
+        };
+        poll(Duration::from_secs(30), "control socket", || {
+            init.socket.exists()
+        });
+        init
+    }
+
+    pub fn to(&self) -> To {
+        To::Unix(self.socket.clone())
+    }
+
+    /// `cfy-init <args>` against this init (the client reads the same config).
+    pub fn cli(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cfy-init"))
+            .arg("--root")
+            .arg(&self.root)
+            .arg("--config")
+            .arg(&self.config)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.root.join("init.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Init {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let _ = self.child.wait();
+        if std::thread::panicking() {
+            eprintln!("--- cfy-init log ---\n{}", self.log());
+        }
+    }
+}
+
+use std::time::Duration;
+
+/// Poll `cond` every 50 ms until it holds; panic naming `what` after `limit`.
+pub fn poll(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let end = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < end,
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Async poll of the API until `/readyz` answers 200.
+pub async fn wait_ready(to: &To, limit: Duration) {
+    let end = std::time::Instant::now() + limit;
+    loop {
+        if get(to, "/readyz", None).await.status == StatusCode::OK {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < end,
+            "not ready within {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
