@@ -133,3 +133,117 @@ fn kill_9_at_any_instant_converges_on_the_next_boot() {
         failures.join("\n")
     );
 }
+
+/// A seeded store and a new image (v2) that adds entries and changes one file.
+fn upgraded_root(config: &Path) -> tempfile::TempDir {
+    let tmp = fresh_root();
+    let root = tmp.path();
+    let cfg = config.to_str().unwrap();
+    let out = cfy_init(
+        root,
+        &["--config", cfg, "persist"],
+        &[("CFY_IMAGE_ID", "v1")],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    for d in DIRS {
+        fs::remove_file(root.join(d)).unwrap();
+        fs::rename(root.join(format!("{d}-initial")), root.join(d)).unwrap();
+    }
+    fs::create_dir_all(root.join("opt/manager/new/deeper")).unwrap();
+    fs::write(root.join("opt/manager/new/deeper/plugin.yaml"), "plugin").unwrap();
+    fs::write(root.join("var/lib/new-file"), "new").unwrap();
+    fs::write(
+        root.join("etc/cloudify/config.yaml"),
+        "changed by the new image",
+    )
+    .unwrap();
+    tmp
+}
+
+fn verify_upgrade(root: &Path, config: &Path) -> Result<(), String> {
+    let out = cfy_init(
+        root,
+        &["--config", config.to_str().unwrap(), "persist"],
+        &[("CFY_IMAGE_ID", "v2")],
+    );
+    if !out.status.success() {
+        return Err(format!("recovery boot failed: {}", text(&out)));
+    }
+    let store = root.join("cfy-persist");
+    let read = |p: &str| fs::read_to_string(store.join(p)).map_err(|e| format!("{p}: {e}"));
+    if read("opt/manager/new/deeper/plugin.yaml")? != "plugin" || read("var/lib/new-file")? != "new"
+    {
+        return Err("new entries missing or wrong".into());
+    }
+    if read("etc/cloudify/config.yaml")?.contains("changed") {
+        return Err("add-missing overwrote a file".into());
+    }
+    let state: serde_json::Value =
+        serde_json::from_slice(&fs::read(store.join(".cfy-init/state.json")).unwrap()).unwrap();
+    for d in DIRS {
+        if state["directories"][format!("/{d}")]["image_id"] != "env:v2" {
+            return Err(format!("/{d} not recorded for v2: {state}"));
+        }
+        if fs::read_link(root.join(d)).ok() != Some(store.join(d)) {
+            return Err(format!("/{d} not linked"));
+        }
+    }
+    if store.join(".cfy-init/staging").exists() {
+        return Err("staging left behind".into());
+    }
+    Ok(())
+}
+
+#[test]
+fn kill_9_during_add_missing_converges_without_overwriting() {
+    let cfg_dir = tempdir();
+    let config = cfg_dir.path().join("c.yaml");
+    let mut yaml = String::from("persist:\n  directories:\n");
+    for d in DIRS {
+        yaml.push_str(&format!(
+            "    - {{ path: /{d}, on_new_image: add-missing }}\n"
+        ));
+    }
+    fs::write(&config, yaml).unwrap();
+    let cfg = config.to_str().unwrap();
+    let reference = upgraded_root(&config);
+    let count_file = cfg_dir.path().join("count");
+    let out = cfy_init(
+        reference.path(),
+        &["--config", cfg, "persist"],
+        &[
+            ("CFY_IMAGE_ID", "v2"),
+            ("CFY_INIT_FAULT_COUNT", count_file.to_str().unwrap()),
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    verify_upgrade(reference.path(), &config).unwrap();
+    let points: u64 = fs::read_to_string(&count_file).unwrap().parse().unwrap();
+    assert!(points > 10, "only {points} fault points");
+    let mut failures = Vec::new();
+    for point in 1..=points {
+        let tmp = upgraded_root(&config);
+        let out = cfy_init(
+            tmp.path(),
+            &["--config", cfg, "persist"],
+            &[
+                ("CFY_IMAGE_ID", "v2"),
+                ("CFY_INIT_FAULT_AT", &point.to_string()),
+            ],
+        );
+        assert_eq!(
+            out.status.signal(),
+            Some(9),
+            "point {point} did not kill: {}",
+            text(&out)
+        );
+        if let Err(e) = verify_upgrade(tmp.path(), &config) {
+            failures.push(format!("crash at point {point}: {e}"));
+        }
+    }
+    eprintln!(
+        "{points} add-missing crash points, {} inconsistent",
+        failures.len()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}

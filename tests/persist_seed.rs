@@ -336,3 +336,42 @@ fn bind_mode_mounts_the_store_copy_and_needs_cap_sys_admin() {
         assert!(!root.join(format!("{d}-initial")).exists());
     }
 }
+
+#[test]
+fn a_second_cfy_init_on_the_same_store_waits_for_the_first() {
+    use nix::fcntl::{Flock, FlockArg};
+    let tmp = tempdir();
+    let root = tmp.path();
+    generate(root, Spec::tiny(9));
+    fs::create_dir_all(root.join("cfy-persist/.cfy-init")).unwrap();
+    let lock_file = fs::File::create(root.join("cfy-persist/.cfy-init/lock")).unwrap();
+    let held = Flock::lock(lock_file, FlockArg::LockExclusive).unwrap();
+    let log = root.join("second.log");
+    let mut child = command(root, &["persist"], &[])
+        .stderr(fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while !fs::read_to_string(&log)
+        .unwrap()
+        .contains("another cfy-init is working on this store")
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "never waited: {}",
+            fs::read_to_string(&log).unwrap()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    assert!(
+        child.try_wait().unwrap().is_none(),
+        "it must wait for the lock"
+    );
+    assert!(
+        !root.join("cfy-persist/var").exists(),
+        "nothing copied while locked out"
+    );
+    drop(held);
+    assert!(child.wait().unwrap().success());
+    assert!(root.join("cfy-persist/var/lib").is_dir());
+}

@@ -58,6 +58,7 @@ pub fn run(ctx: &Context) -> Result<PersistReport, PersistError> {
     }
     report.store_found = true;
     let store = Store::new(&cfg.store);
+    let _lock = store.lock()?;
     let mut state = open_state(&store, &mut report)?;
     report.staging_cleaned = store.clean_staging()?;
     if report.staging_cleaned {
@@ -68,10 +69,16 @@ pub fn run(ctx: &Context) -> Result<PersistReport, PersistError> {
         progress_interval: cfg.progress_interval,
         label: label.display().to_string(),
     };
+    let mut staged = Vec::new();
     for d in &dirs {
-        let r = settle_dir(&store, &mut state, d, &report.image_id, &opts(&d.container))?;
+        let (r, needs_publish) =
+            settle_dir(&store, &mut state, d, &report.image_id, &opts(&d.container))?;
+        if needs_publish {
+            staged.push(d);
+        }
         report.directories.push(r);
     }
+    publish(&store, &mut state, &staged, &report.image_id)?;
     report.first_seed = state.first_seed_pending;
     store.remove_empty_staging()?;
     let store_shown = ctx
@@ -127,14 +134,15 @@ fn open_state(store: &Store, report: &mut PersistReport) -> Result<State, Persis
     Ok(state)
 }
 
-/// Bring one directory's copy in the store up to date and say how.
+/// Bring one directory's copy in the store up to date and say how. True when it was
+/// copied into staging and still has to be published.
 fn settle_dir(
     store: &Store,
     state: &mut State,
     d: &Dir,
     image_id: &str,
     opts: &CopyOptions,
-) -> Result<DirReport, PersistError> {
+) -> Result<(DirReport, bool), PersistError> {
     let copy_path = store.copy_of(&d.container);
     let present = copy_present(store, &copy_path)?;
     let recorded = state.directories.get(&d.container).cloned();
@@ -185,16 +193,15 @@ fn settle_dir(
                 tracing::warn!(dir = %d.container.display(), "the image has no such directory: not persisted");
                 r.outcome = DirOutcome::NotPersisted;
                 r.notes.push("missing in the image".into());
-                return Ok(r);
+                return Ok((r, false));
             };
-            let out = seed(store, d, &src, &copy_path, opts)?;
+            let out = stage(store, d, &src, opts)?;
             r.outcome = DirOutcome::Seeded;
             fill(&mut r, out);
-            state.record(&d.container, Origin::Seeded, image_id);
-            store.save(state)?;
+            return Ok((r, true));
         }
     }
-    Ok(r)
+    Ok((r, false))
 }
 
 fn fill(r: &mut DirReport, out: CopyOutcome) {
@@ -261,12 +268,11 @@ pub(crate) fn image_source(host: &Path) -> Result<Option<PathBuf>, PersistError>
     Ok(None)
 }
 
-/// Copy the image directory into staging, sync, and rename it into its final place.
-fn seed(
+/// Copy the image directory into staging (not yet durable, not yet in place).
+fn stage(
     store: &Store,
     d: &Dir,
     src: &Path,
-    copy_path: &Path,
     opts: &CopyOptions,
 ) -> Result<CopyOutcome, PersistError> {
     // Fail on an unreadable image before anything is written.
@@ -275,44 +281,64 @@ fn seed(
     let staging = store.staging_for(&d.container);
     tracing::info!(dir = %d.container.display(), from = %src.display(), "seeding the store");
     let started = Instant::now();
-    let out = copy::copy(&[(src.to_path_buf(), staging.clone())], opts).map_err(|e| {
-        let _ = state::remove_any(&staging);
+    let out = copy::copy(&[(src.to_path_buf(), staging)], opts).map_err(|e| {
+        // Best effort, so the store looks as it did; the next boot removes what is left.
+        let _ = state::remove_any(&store.staging_dir());
+        let _ = fsutil::fsync_dir(&store.meta_dir());
         PersistError::from(e)
     })?;
-    fault::point("before syncfs");
-    copy::sync_filesystem(&store.root)
-        .map_err(|e| PersistError::io(&store.root, "cannot sync the store", e))?;
-    let parent = fsutil::parent_of(copy_path);
-    state::ensure_real_dir(parent, 0o755)?;
-    fault::point("before rename");
-    match copy::rename_noreplace(&staging, copy_path) {
-        Ok(true) => {}
-        Ok(false) => {
-            return Err(PersistError::Layout {
-                path: copy_path.to_path_buf(),
-                problem: "appeared while it was being seeded".into(),
-                fix: "make sure only one cfy-init runs on this store".into(),
-            })
-        }
-        Err(e) => {
-            return Err(PersistError::io(
-                copy_path,
-                "cannot move the copy into place",
-                e,
-            ))
-        }
-    }
-    fsutil::fsync_dir(parent).map_err(|e| PersistError::io(parent, "cannot sync", e))?;
-    fault::point("after rename");
     let secs = started.elapsed().as_secs_f64();
     tracing::info!(
         dir = %d.container.display(),
         files = out.files,
         bytes = out.bytes,
         secs = format!("{secs:.2}"),
-        "seeded"
+        "copied"
     );
     Ok(out)
+}
+
+/// Make every staged copy durable with one `syncfs` (one flush for all directories,
+/// instead of one per file or per directory), rename each into its final place with
+/// RENAME_NOREPLACE, and record them all in the state file.
+fn publish(
+    store: &Store,
+    state: &mut State,
+    staged: &[&Dir],
+    image_id: &str,
+) -> Result<(), PersistError> {
+    if staged.is_empty() {
+        return Ok(());
+    }
+    let started = Instant::now();
+    fault::point("before syncfs");
+    copy::sync_filesystem(&store.root)
+        .map_err(|e| PersistError::io(&store.root, "cannot sync the store", e))?;
+    for d in staged {
+        let copy_path = store.copy_of(&d.container);
+        let parent = fsutil::parent_of(&copy_path);
+        state::ensure_real_dir(parent, 0o755)?;
+        fault::point("before rename");
+        let moved = copy::rename_noreplace(&store.staging_for(&d.container), &copy_path)
+            .map_err(|e| PersistError::io(&copy_path, "cannot move the copy into place", e))?;
+        if !moved {
+            return Err(PersistError::Layout {
+                path: copy_path,
+                problem: "appeared while it was being seeded".into(),
+                fix: "make sure nothing else writes into the store during the boot".into(),
+            });
+        }
+        fsutil::fsync_dir(parent).map_err(|e| PersistError::io(parent, "cannot sync", e))?;
+        fault::point("after rename");
+        state.record(&d.container, Origin::Seeded, image_id);
+    }
+    store.save(state)?;
+    tracing::info!(
+        dirs = staged.len(),
+        secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+        "seeded copies synced and moved into place"
+    );
+    Ok(())
 }
 
 /// Copy into the store copy what the image has and the store lacks, never overwriting.

@@ -156,8 +156,11 @@ impl Engine {
     }
 
     fn run_workers(&self, opts: &CopyOptions) {
+        // Copying is mostly waiting on metadata I/O (mkdir, chown, utimes); a few more
+        // threads than CPUs keep the disk busy while others wait.
         let workers = if opts.workers == 0 {
-            std::thread::available_parallelism().map_or(2, |n| n.get())
+            let cpus = std::thread::available_parallelism().map_or(2, |n| n.get());
+            (cpus * 2).clamp(4, 16)
         } else {
             opts.workers
         };
@@ -357,7 +360,7 @@ impl Engine {
         output
             .set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
             .map_err(at(dst, "cannot set mode"))?;
-        self.copy_xattrs(src, dst, Some(&output))?;
+        self.copy_xattrs(src, dst, Some((&input, &output)))?;
         filetime::set_file_handle_times(
             &output,
             Some(FileTime::from_last_access_time(meta)),
@@ -451,20 +454,30 @@ impl Engine {
         copy_by_read_write(input, output, off_in as u64, end)
     }
 
-    /// Copy every xattr of `src` onto `dst` (through `file` when open). A store file system
-    /// without xattr support gets one note, not an error.
-    fn copy_xattrs(&self, src: &Path, dst: &Path, file: Option<&File>) -> CopyResult<()> {
-        let names = match xattr::list(src) {
+    /// Copy every xattr of `src` onto `dst` (through the open files when given, which
+    /// saves path lookups). A store file system without xattr support gets one note, not
+    /// an error.
+    fn copy_xattrs(&self, src: &Path, dst: &Path, files: Option<(&File, &File)>) -> CopyResult<()> {
+        use xattr::FileExt as _;
+        let listed = match files {
+            Some((input, _)) => input.list_xattr(),
+            None => xattr::list(src),
+        };
+        let names = match listed {
             Ok(n) => n,
             Err(e) if unsupported(&e) => return Ok(()),
             Err(e) => return Err(at(src, "cannot list xattrs")(e)),
         };
         for name in names {
-            let Some(value) = xattr::get(src, &name).map_err(at(src, "cannot read xattr"))? else {
+            let value = match files {
+                Some((input, _)) => input.get_xattr(&name),
+                None => xattr::get(src, &name),
+            };
+            let Some(value) = value.map_err(at(src, "cannot read xattr"))? else {
                 continue;
             };
-            let set = match file {
-                Some(f) => xattr::FileExt::set_xattr(f, &name, &value),
+            let set = match files {
+                Some((_, output)) => output.set_xattr(&name, &value),
                 None => xattr::set(dst, &name, &value),
             };
             match set {

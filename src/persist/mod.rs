@@ -49,7 +49,8 @@ pub struct PersistConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub progress_interval: Duration,
-    /// Copy threads; 0 means one per CPU.
+    /// Copy threads; 0 means twice the CPUs (at least 4, at most 16): copying waits on
+    /// metadata I/O more than it computes.
     pub workers: usize,
     /// How the image is identified (used by `on_new_image: add-missing`).
     pub image_id: ImageIdConfig,
@@ -371,4 +372,92 @@ pub fn confirm_first_seed(ctx: &Context) -> Result<(), PersistError> {
 /// `/s/var/lib`.
 pub(crate) fn under(base: &Path, dir: &Path) -> PathBuf {
     base.join(dir.strip_prefix("/").unwrap_or(dir))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn with_dirs(dirs: &[&str]) -> PersistConfig {
+        PersistConfig {
+            directories: dirs
+                .iter()
+                .map(|p| DirConfig {
+                    path: p.into(),
+                    on_new_image: OnNewImage::Keep,
+                })
+                .collect(),
+            ..PersistConfig::default()
+        }
+    }
+
+    #[test]
+    fn default_is_the_2021_list_and_valid() {
+        let c = PersistConfig::default();
+        c.validate().unwrap();
+        let paths: Vec<_> = c
+            .directories
+            .iter()
+            .map(|d| d.path.to_str().unwrap())
+            .collect();
+        assert_eq!(paths, LEGACY_DIRECTORIES);
+        let embedded = crate::config::Config::embedded().persist;
+        assert_eq!(
+            serde_json::to_value(&embedded).unwrap(),
+            serde_json::to_value(&c).unwrap()
+        );
+    }
+
+    #[test]
+    fn overlapping_or_odd_directories_are_rejected() {
+        let err = |dirs: &[&str]| with_dirs(dirs).validate().unwrap_err();
+        assert!(err(&["/opt", "/opt/manager"]).contains("/opt and /opt/manager overlap"));
+        assert!(err(&["/opt/manager", "/opt"]).contains("overlap"));
+        assert!(err(&["/opt/manager", "/opt/manager"]).contains("overlap"));
+        assert!(err(&["/cfy-persist/x"]).contains("overlaps the store"));
+        assert!(err(&["opt/manager"]).contains("absolute"));
+        assert!(err(&["/opt/../etc"]).contains("absolute path without"));
+        assert!(err(&["/"]).contains("cannot be persisted"));
+        assert!(err(&["/.cfy-init"]).contains("collides"));
+        // Siblings sharing a name prefix are fine.
+        with_dirs(&["/opt/cloudify", "/opt/cloudify-stage"])
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn image_id_files_inside_persisted_directories_are_rejected() {
+        let mut c = PersistConfig::default();
+        c.image_id.files = vec!["/etc/cloudify/version".into()];
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .contains("lies inside the persisted /etc/cloudify"));
+    }
+
+    #[test]
+    fn reroot_moves_store_directories_and_identity_files() {
+        let mut c = PersistConfig::default();
+        let root = Root::new("/tmp/r");
+        c.reroot(&root);
+        assert_eq!(c.store, PathBuf::from("/tmp/r/cfy-persist"));
+        assert_eq!(c.directories[0].path, PathBuf::from("/tmp/r/var/lib"));
+        assert_eq!(c.image_id.files[0], PathBuf::from("/tmp/r/etc/os-release"));
+    }
+
+    #[test]
+    fn errors_name_the_path_and_the_fix() {
+        let e = PersistError::io(
+            Path::new("/s/x"),
+            "cannot write",
+            io::Error::from_raw_os_error(libc::ENOSPC),
+        );
+        let msg = e.to_string();
+        assert!(
+            msg.starts_with("/s/x: cannot write: No space left on device"),
+            "{msg}"
+        );
+        assert!(msg.contains("free space"), "{msg}");
+        assert!(!msg.contains('\n'));
+    }
 }

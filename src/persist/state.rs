@@ -17,6 +17,7 @@ use crate::fsutil;
 pub const META_DIR: &str = ".cfy-init";
 const STATE_FILE: &str = "state.json";
 const STAGING_DIR: &str = "staging";
+const LOCK_FILE: &str = "lock";
 /// What a freshly formatted ext4 volume holds; it does not make a store non-empty.
 const LOST_FOUND: &str = "lost+found";
 const STATE_VERSION: u32 = 1;
@@ -180,6 +181,27 @@ impl Store {
         ensure_real_dir(&self.meta_dir(), 0o755)
     }
 
+    /// Hold the store's lock for as long as the returned guard lives, so that two cfy-init
+    /// processes sharing a volume (e.g. a ReadWriteMany claim) never copy at the same time.
+    pub fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, PersistError> {
+        use nix::fcntl::{Flock, FlockArg};
+        self.ensure_meta_dir()?;
+        let path = self.meta_dir().join(LOCK_FILE);
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| PersistError::io(&path, "cannot open the store lock", e))?;
+        let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
+            Ok(guard) => return Ok(guard),
+            Err((file, _)) => file,
+        };
+        tracing::warn!(lock = %path.display(), "another cfy-init is working on this store; waiting for it");
+        Flock::lock(file, FlockArg::LockExclusive)
+            .map_err(|(_, e)| PersistError::io(&path, "cannot lock the store", io::Error::from(e)))
+    }
+
     /// Remove what an interrupted copy left in staging. Returns whether anything was there.
     pub fn clean_staging(&self) -> Result<bool, PersistError> {
         let staging = self.staging_dir();
@@ -268,5 +290,51 @@ pub fn confirm_first_seed(store_root: &Path) -> Result<(), PersistError> {
             store.save(&state)
         }
         _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_are_flat_and_distinct() {
+        let s = Store::new(Path::new("/s"));
+        assert_eq!(
+            s.staging_for(Path::new("/var/lib")),
+            PathBuf::from("/s/.cfy-init/staging/var%2Flib")
+        );
+        assert_ne!(
+            s.staging_for(Path::new("/a/b%2Fc")),
+            s.staging_for(Path::new("/a/b/c"))
+        );
+    }
+
+    #[test]
+    fn lost_and_found_and_an_unfinished_meta_dir_count_as_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        assert!(s.is_empty().unwrap());
+        fs::create_dir(dir.path().join(LOST_FOUND)).unwrap();
+        fs::create_dir(dir.path().join(META_DIR)).unwrap();
+        assert!(s.is_empty().unwrap());
+        fs::write(dir.path().join("x"), "").unwrap();
+        assert!(!s.is_empty().unwrap());
+    }
+
+    #[test]
+    fn state_round_trips_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = Store::new(dir.path());
+        assert_eq!(s.load().unwrap(), None);
+        let mut st = State::new(false, true);
+        st.record(Path::new("/var/lib"), Origin::Seeded, "sha256:x");
+        s.save(&st).unwrap();
+        assert_eq!(s.load().unwrap(), Some(st));
+        confirm_first_seed(dir.path()).unwrap();
+        assert!(!s.load().unwrap().unwrap().first_seed_pending);
+        fs::write(s.state_path(), "{not json").unwrap();
+        let err = s.load().unwrap_err().to_string();
+        assert!(err.contains("state.json: corrupt state file"), "{err}");
     }
 }
