@@ -105,6 +105,9 @@ pub struct Target {
     /// Longest wait for the manager to become ready (and for a snapshot or restore).
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+    /// A floating IP to give the new server (default: the ones on the server's ports).
+    #[arg(long)]
+    pub floating_ip: Option<String>,
     /// User data for the new server (when the old one's is not visible to you).
     #[arg(long)]
     pub user_data: Option<PathBuf>,
@@ -127,12 +130,10 @@ pub fn main() -> ExitCode {
     match rt.block_on(dispatch(cli)) {
         Ok(code) => code,
         Err(e) => {
+            // Failures of a run return Ok(1) from `run`; anything else failed before any
+            // change (credentials, inspection, bad options).
             eprintln!("cfy-recover: {e:#}");
-            let refused = e
-                .downcast_ref::<FlowError>()
-                .map(|f| matches!(f, FlowError::Refused(_)))
-                .unwrap_or(true);
-            ExitCode::from(if refused { 2 } else { 1 })
+            ExitCode::from(2)
         }
     }
 }
@@ -177,6 +178,7 @@ fn options(cli: &Cli, t: &Target) -> Options {
         ready_timeout: t.ready_timeout,
         user_data_file: t.user_data.clone(),
         os_cloud: cli.os_cloud.clone(),
+        floating_ip: t.floating_ip.clone(),
         state_dir: state_dir(cli),
     }
 }

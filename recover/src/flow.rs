@@ -73,6 +73,8 @@ pub struct Options {
     pub ready_timeout: Duration,
     pub user_data_file: Option<PathBuf>,
     pub os_cloud: Option<String>,
+    /// The floating IP to move (default: those bound to the server's ports).
+    pub floating_ip: Option<String>,
     /// Where the journal and archives live (also the scratch space of archive verification).
     pub state_dir: PathBuf,
 }
@@ -171,7 +173,10 @@ pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
     };
     let ports = inspect_ports(cloud, &server, opts.accept_new_ip, &mut warnings).await?;
     let volumes = inspect_volumes(cloud, &server).await?;
-    let floating_ips = inspect_floating_ips(cloud, &ports).await?;
+    let mut floating_ips = inspect_floating_ips(cloud, &ports).await?;
+    if let Some(addr) = &opts.floating_ip {
+        named_floating_ip(cloud, addr, &ports, &mut floating_ips).await?;
+    }
     let run_id = new_run_id();
     let snapshot = snapshot_record(&opts.snapshot, &opts.state_dir)?;
     if let Some(t) = &opts.token_file {
@@ -285,6 +290,21 @@ async fn inspect_ports(
     warnings: &mut Vec<String>,
 ) -> Result<Vec<PortRecord>, FlowError> {
     let ports = cloud.ports_of_device(&server.id).await?;
+    // Nova's own list must agree with Neutron's: a port Nova still lists but Neutron shows
+    // bound elsewhere is not ours to move. (Servers in ERROR may refuse the listing.)
+    for i in cloud.interfaces(&server.id).await.unwrap_or_default() {
+        if ports.iter().any(|p| p.id == i.port_id) {
+            continue;
+        }
+        if let Some(p) = cloud.port(&i.port_id).await? {
+            if !p.device_id.is_empty() && p.device_id != server.id {
+                return Err(FlowError::Refused(format!(
+                    "port {} of server {} is attached to {} (`{}`) in Neutron: detach it there first",
+                    p.id, server.id, p.device_id, p.device_owner
+                )));
+            }
+        }
+    }
     if ports.is_empty() {
         return Err(FlowError::Refused(format!(
             "server {} has no Neutron port: nothing keeps its private IP",
@@ -391,6 +411,41 @@ async fn inspect_floating_ips(
         }
     }
     Ok(out)
+}
+
+/// `--floating-ip ADDR`: it must exist and be free or bound to one of the server's ports.
+async fn named_floating_ip(
+    cloud: &Cloud,
+    addr: &str,
+    ports: &[PortRecord],
+    out: &mut Vec<FloatingIpRecord>,
+) -> Result<(), FlowError> {
+    if out.iter().any(|f| f.address == addr) {
+        return Ok(());
+    }
+    let f = cloud
+        .floating_ips_with_address(addr)
+        .await?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            FlowError::Refused(format!("floating IP {addr} does not exist in this project"))
+        })?;
+    if let Some(p) = f.port_id.as_deref() {
+        if !ports.iter().any(|x| x.id == p) {
+            return Err(FlowError::Refused(format!(
+                "floating IP {addr} is bound to port {p}, which is not the manager's: free it first"
+            )));
+        }
+    }
+    let port = ports.first().expect("at least one port (checked)");
+    out.push(FloatingIpRecord {
+        id: f.id,
+        address: f.floating_ip_address,
+        port_id: port.id.clone(),
+        fixed_ip: port.fixed_ips.first().map(|x| x.ip_address.clone()),
+    });
+    Ok(())
 }
 
 fn snapshot_record(choice: &SnapshotChoice, scratch: &Path) -> Result<SnapshotRecord, FlowError> {
@@ -731,10 +786,12 @@ impl Runner<'_> {
                     self.cloud.set_floating_ip_port(&f.id, None, None).await?;
                     notes.push(format!("{} released", f.address));
                 }
-                Some(p) => return Err(FlowError::Unsafe(format!(
+                Some(p) => {
+                    return Err(FlowError::Unsafe(format!(
                     "floating IP {} is now bound to port {p}, not ours: someone else is using it",
                     f.address
-                ))),
+                )))
+                }
             }
         }
         done(notes.join("; "))
@@ -791,7 +848,17 @@ impl Runner<'_> {
                     ));
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                // A retried detach meets a volume already on its way: that is success.
+                Err(e) => {
+                    let now = self.cloud.volume(&v.id).await?;
+                    let moving = now
+                        .as_ref()
+                        .map(|x| matches!(x.status.as_str(), "detaching" | "available"))
+                        .unwrap_or(false);
+                    if !moving {
+                        return Err(e.into());
+                    }
+                }
             }
             let cloud = self.cloud;
             let id = v.id.clone();
@@ -847,7 +914,12 @@ impl Runner<'_> {
                     ));
                     continue;
                 }
-                Err(e) => return Err(e.into()),
+                Err(e) => {
+                    let unbound = self.cloud.port(&p.id).await?.map(|x| x.is_unbound());
+                    if unbound != Some(true) {
+                        return Err(e.into());
+                    }
+                }
             }
             let cloud = self.cloud;
             let id = p.id.clone();
@@ -970,6 +1042,14 @@ impl Runner<'_> {
             if !p.nova_created || p.new_id.is_some() {
                 continue;
             }
+            // The creation-time heuristic may call a pre-created port Nova's: if it
+            // survived the delete unbound, it is simply reused.
+            if let Some(port) = self.cloud.port(&p.id).await?.filter(|x| x.is_unbound()) {
+                notes.push(format!("port {} survived the delete: reused", port.id));
+                self.journal.ports[i].new_id = Some(port.id);
+                self.save()?;
+                continue;
+            }
             let name = self.replacement_port_name(i);
             let port = self.create_port_once(&p, &name).await?;
             let ips: Vec<String> = port
@@ -983,6 +1063,12 @@ impl Runner<'_> {
                 ips.join(", "),
                 p.id
             ));
+            // A manager URL built from the old fixed IP follows the new one.
+            if let (Some(old_ip), Some(new_ip)) = (p.fixed_ips.first(), ips.first()) {
+                let from = format!("//{}:", old_ip.ip_address);
+                let to = format!("//{new_ip}:");
+                self.journal.manager.url = self.journal.manager.url.replace(&from, &to);
+            }
             self.journal.ports[i].new_id = Some(port.id);
             self.save()?;
         }
@@ -1133,7 +1219,13 @@ impl Runner<'_> {
     }
 
     async fn wait_active(&mut self) -> Result<Outcome, FlowError> {
-        let id = self.new_server_id()?;
+        let mut id = self.new_server_id()?;
+        if self.cloud.server(&id).await?.is_none() {
+            // Deleted after it failed (the operator's fix): boot the replacement again.
+            tracing::warn!(server = %id, "the new server is gone: creating it again");
+            self.create_server().await?;
+            id = self.new_server_id()?;
+        }
         let cloud = self.cloud;
         self.wait_for(&format!("server {id} to become ACTIVE"), self.waits.timeout, || async {
             match cloud.server(&id).await? {
@@ -1341,4 +1433,52 @@ pub fn report(j: &Journal) -> String {
     }
     out.push_str(&format!("  total {:.1}s\n", total as f64 / 1000.0));
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server(created: &str) -> Server {
+        serde_json::from_value(
+            json!({ "id": "s", "name": "n", "status": "ACTIVE", "created": created }),
+        )
+        .unwrap()
+    }
+
+    fn port(created: Option<&str>) -> Port {
+        serde_json::from_value(json!({ "id": "p", "network_id": "n", "created_at": created }))
+            .unwrap()
+    }
+
+    #[test]
+    fn nova_port_heuristic() {
+        let s = server("2024-05-01T10:00:00Z");
+        assert!(
+            !port_created_by_nova(&port(Some("2024-05-01T09:59:00Z")), &s),
+            "made first"
+        );
+        assert!(
+            port_created_by_nova(&port(Some("2024-05-01T10:00:03Z")), &s),
+            "made during boot"
+        );
+        assert!(
+            port_created_by_nova(&port(Some("2024-05-01T10:00:00Z")), &s),
+            "same second: unsure, refuse"
+        );
+        assert!(port_created_by_nova(&port(None), &s), "no evidence: refuse");
+    }
+
+    #[test]
+    fn detach_only_on_a_live_host() {
+        let mut s = server("2024-05-01T10:00:00Z");
+        assert!(can_detach(&s));
+        s.host_status = Some("DOWN".into());
+        assert!(!can_detach(&s));
+        s.host_status = Some("UP".into());
+        s.status = "ERROR".into();
+        assert!(!can_detach(&s));
+        s.status = "SHUTOFF".into();
+        assert!(can_detach(&s));
+    }
 }

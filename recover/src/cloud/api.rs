@@ -165,6 +165,16 @@ impl Cloud {
         found(r).map(|_| ())
     }
 
+    /// Nova's view of the server's ports (`os-interface`).
+    pub async fn interfaces(&self, server: &str) -> Result<Vec<InterfaceAttachment>, CloudError> {
+        self.get(
+            Service::Compute,
+            &format!("/servers/{server}/os-interface"),
+            "interfaceAttachments",
+        )
+        .await
+    }
+
     pub async fn port(&self, id: &str) -> Result<Option<Port>, CloudError> {
         found(
             self.get(Service::Network, &format!("/ports/{id}"), "port")

@@ -522,3 +522,122 @@ fn describe(e: &reqwest::Error) -> String {
         msg
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::creds::{Domain, Secret};
+
+    fn creds(interface: &str, region: Option<&str>) -> Credentials {
+        Credentials {
+            auth_url: "http://k/v3".into(),
+            method: AuthMethod::Password {
+                username: Some("u".into()),
+                user_id: None,
+                user_domain: Domain::default(),
+                password: Secret::new("hunter2"),
+                project_name: Some("p".into()),
+                project_id: None,
+                project_domain: Domain::default(),
+            },
+            region: region.map(str::to_owned),
+            interface: interface.into(),
+            source: "test".into(),
+        }
+    }
+
+    #[test]
+    fn catalog_picks_interface_region_and_any_block_storage_name() {
+        let catalog = json!([
+            { "type": "compute", "endpoints": [
+                { "interface": "public", "region_id": "R1", "url": "http://pub-r1/compute" },
+                { "interface": "internal", "region_id": "R1", "url": "http://int-r1/compute" },
+                { "interface": "public", "region_id": "R2", "url": "http://pub-r2/compute" } ] },
+            { "type": "network", "endpoints": [
+                { "interface": "public", "region_id": "R1", "url": "http://n/" } ] },
+            { "type": "block-storage", "endpoints": [
+                { "interface": "public", "region_id": "R1", "url": "http://bs/v3/p" } ] },
+        ]);
+        let c = creds("internal", Some("R1"));
+        assert_eq!(
+            catalog_url(&catalog, "compute", &c).as_deref(),
+            Some("http://int-r1/compute")
+        );
+        let c = creds("public", Some("R2"));
+        assert_eq!(
+            catalog_url(&catalog, "compute", &c).as_deref(),
+            Some("http://pub-r2/compute")
+        );
+        let cloud = Cloud::new(creds("public", Some("R1")), Policy::default()).unwrap();
+        let e = cloud.endpoints_from(&catalog).unwrap();
+        assert_eq!(e.volume, "http://bs/v3/p");
+        assert_eq!(e.network, "http://n/v2.0");
+        let cloud = Cloud::new(creds("admin", None), Policy::default()).unwrap();
+        let err = cloud.endpoints_from(&catalog).unwrap_err().to_string();
+        assert!(err.contains("interface admin"), "{err}");
+    }
+
+    #[test]
+    fn error_messages_are_extracted_from_each_service_shape() {
+        assert_eq!(
+            error_message(r#"{"itemNotFound": {"code": 404, "message": "nope"}}"#),
+            "nope"
+        );
+        assert_eq!(
+            error_message(
+                r#"{"NeutronError": {"type": "X", "message": "bad port", "detail": ""}}"#
+            ),
+            "bad port"
+        );
+        assert_eq!(
+            error_message(r#"{"error": {"code": 401, "message": "auth"}}"#),
+            "auth"
+        );
+        assert_eq!(error_message(""), "(empty body)");
+        assert_eq!(error_message("<html>502</html>"), "<html>502</html>");
+    }
+
+    #[test]
+    fn microversion_echo_must_match() {
+        assert!(check_microversion(Service::Compute, Some("compute 2.79")).is_ok());
+        assert!(check_microversion(Service::Compute, Some("compute 2.1")).is_err());
+        assert!(check_microversion(Service::Compute, None).is_err());
+        assert!(check_microversion(Service::Volume, Some("volume 3.50")).is_ok());
+        assert!(check_microversion(Service::Network, None).is_ok());
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let p = Policy {
+            attempts: 5,
+            backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(1),
+            timeout: Duration::from_secs(1),
+        };
+        assert!(
+            p.delay(0) >= Duration::from_millis(100) && p.delay(0) <= Duration::from_millis(125)
+        );
+        assert!(p.delay(2) >= Duration::from_millis(400));
+        assert!(p.delay(30) <= Duration::from_millis(1250));
+    }
+
+    #[test]
+    fn auth_bodies_never_leak_into_debug() {
+        let c = creds("public", None);
+        let shown = format!("{c:?}");
+        assert!(
+            !shown.contains("hunter2") && shown.contains("<redacted>"),
+            "{shown}"
+        );
+        let body = auth_body(&c.method);
+        assert_eq!(
+            body["auth"]["identity"]["password"]["user"]["password"],
+            "hunter2"
+        );
+        assert_eq!(body["auth"]["identity"]["methods"], json!(["password"]));
+        assert_eq!(
+            body["auth"]["scope"]["project"]["domain"],
+            json!({ "id": "default" })
+        );
+    }
+}

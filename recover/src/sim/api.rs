@@ -146,7 +146,7 @@ async fn issue_token(State(sh): S, Json(body): Json<Value>) -> Response {
         "issued_at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
         "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"],
         "user": { "id": "9349aff8be7545ac9d2f1d00999a23cd", "name": USERNAME,
-            "domain": { "id": "default", "name": "Default" }, "password_expires_at": null },
+            "domain": { "id": "default", "name": "Default" }, "password_expires_at": "2030-01-01T00:00:00.000000" },
         "project": { "id": PROJECT_ID, "name": PROJECT, "domain": { "id": "default", "name": "Default" } },
         "roles": [{ "id": "r-member", "name": "member" }],
         "is_domain": false,
@@ -281,6 +281,16 @@ fn name_matches(filter: &str, name: &str) -> bool {
     }
 }
 
+/// What a non-admin does not see of a server.
+fn policy_filter(sh: &Shared, mut v: Value) -> Value {
+    if !sh.config.lock().unwrap().admin_view {
+        if let Some(o) = v.as_object_mut() {
+            o.retain(|k, _| !k.starts_with("OS-EXT-SRV-ATTR:") && k != "host_status");
+        }
+    }
+    v
+}
+
 async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -> Response {
     let st = sh.state.lock().unwrap();
     let base = compute_base(&sh);
@@ -297,7 +307,7 @@ async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -
                 .map(|t| t.split(',').all(|t| s.tags.iter().any(|x| x == t)))
                 .unwrap_or(true)
         })
-        .map(|s| st.render_server(s, mv, &base))
+        .map(|s| policy_filter(&sh, st.render_server(s, mv, &base)))
         .collect();
     Json(json!({ "servers": servers })).into_response()
 }
@@ -310,7 +320,8 @@ async fn show_server(
     let st = sh.state.lock().unwrap();
     match st.servers.get(&id) {
         Some(s) => {
-            Json(json!({ "server": st.render_server(s, mv, &compute_base(&sh)) })).into_response()
+            let v = policy_filter(&sh, st.render_server(s, mv, &compute_base(&sh)));
+            Json(json!({ "server": v })).into_response()
         }
         None => not_found(&format!("Instance {id}")),
     }
@@ -772,7 +783,7 @@ async fn list_flavors(State(sh): S) -> Response {
         .map(|f| {
             json!({ "id": f.id, "name": f.name, "vcpus": 4, "ram": 8192, "disk": 40,
             "OS-FLV-EXT-DATA:ephemeral": 0, "swap": "", "rxtx_factor": 1.0,
-            "os-flavor-access:is_public": true, "OS-FLV-DISABLED:disabled": false,
+            "os-flavor-access:is_public": true,
             "description": null, "extra_specs": {}, "links": [] })
         })
         .collect();
@@ -801,19 +812,20 @@ async fn list_ports(State(sh): S, Query(q): Q) -> Response {
         .ports
         .values()
         .filter(|p| {
-            q.get("device_id")
-                .map(|d| &p.device_id == d)
-                .unwrap_or(true)
-        })
-        .filter(|p| q.get("name").map(|n| &p.name == n).unwrap_or(true))
-        .filter(|p| {
-            q.get("network_id")
-                .map(|n| &p.network_id == n)
-                .unwrap_or(true)
+            query_matches(&q, "device_id", Some(&p.device_id))
+                && query_matches(&q, "name", Some(&p.name))
+                && query_matches(&q, "network_id", Some(&p.network_id))
         })
         .map(|p| st.render_port(p))
         .collect();
     Json(json!({ "ports": list })).into_response()
+}
+
+/// A list filter `?key=value`: absent matches everything.
+fn query_matches(q: &HashMap<String, String>, key: &str, value: Option<&str>) -> bool {
+    q.get(key)
+        .map(|want| value == Some(want.as_str()))
+        .unwrap_or(true)
 }
 
 async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
@@ -879,14 +891,8 @@ async fn list_fips(State(sh): S, Query(q): Q) -> Response {
         .fips
         .values()
         .filter(|f| {
-            q.get("port_id")
-                .map(|p| f.port_id.as_deref() == Some(p.as_str()))
-                .unwrap_or(true)
-        })
-        .filter(|f| {
-            q.get("floating_ip_address")
-                .map(|a| &f.address == a)
-                .unwrap_or(true)
+            query_matches(&q, "port_id", f.port_id.as_deref())
+                && query_matches(&q, "floating_ip_address", Some(&f.address))
         })
         .map(|f| st.render_fip(f))
         .collect();

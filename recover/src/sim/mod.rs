@@ -56,6 +56,9 @@ pub struct SimConfig {
     pub max_compute: Mv,
     pub max_volume: Mv,
     pub guest: Option<GuestLauncher>,
+    /// Answer as to an administrator (default policy shows `host_status`, `user_data` and the
+    /// other `OS-EXT-SRV-ATTR:*` fields to admins only).
+    pub admin_view: bool,
 }
 
 impl Default for SimConfig {
@@ -70,6 +73,7 @@ impl Default for SimConfig {
             max_compute: Mv(2, 96),
             max_volume: Mv(3, 70),
             guest: None,
+            admin_view: true,
         }
     }
 }
