@@ -16,9 +16,21 @@ pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
     let boot = BootState::new();
     // A restore that was cut off mid-swap is rolled back before anything reads the store.
     crate::snapshot::recover_at_boot(&ctx)?;
-    record(&boot, "persist", || boot_persist(&ctx, &boot))?;
+    let mut first_seed = false;
+    record(&boot, "persist", || {
+        let report = persist_logged(&ctx)?;
+        boot.set_persist_report(&report);
+        boot.add_seed_bytes(report.directories.iter().map(|d| d.bytes_copied).sum());
+        first_seed = report.first_seed;
+        Ok(())
+    })?;
     record(&boot, "secret", || step_secret(&ctx))?;
-    record(&boot, "patch", || step_patch(&ctx))?;
+    record(&boot, "patch", || {
+        if first_seed {
+            first_boot_password(&ctx)?;
+        }
+        step_patch(&ctx)
+    })?;
     boot.set_complete();
     supervise(&ctx, main, boot)
 }
@@ -42,17 +54,20 @@ fn record(
     }
 }
 
-/// The persist step as part of the boot: also sets the admin password on the first seed
-/// (before the manager's starter first creates its database from config.yaml).
-fn boot_persist(ctx: &Context, boot: &BootState) -> anyhow::Result<()> {
-    let report = persist_logged(ctx)?;
-    boot.set_persist_report(&report);
-    boot.add_seed_bytes(report.directories.iter().map(|d| d.bytes_copied).sum());
-    if report.first_seed {
-        crate::patch::set_admin_password(ctx)?;
-        crate::persist::confirm_first_seed(ctx)?;
+/// On the store's first seed, write the admin password into config.yaml (before the
+/// manager's starter first creates its database from it), then record that it is done. A
+/// failure is retried at the next boot, since the seed stays unconfirmed; it stops the boot
+/// only when `patch.required`. `cfy-init persist` alone (an init container) leaves this to
+/// the full boot that follows.
+fn first_boot_password(ctx: &Context) -> anyhow::Result<()> {
+    match crate::patch::set_admin_password(ctx) {
+        Ok(()) => Ok(crate::persist::confirm_first_seed(ctx)?),
+        Err(e) if !ctx.config.patch.required => {
+            tracing::error!("{e}; the admin password is tried again at the next boot");
+            Ok(())
+        }
+        Err(e) => Err(e.into()),
     }
-    Ok(())
 }
 
 /// The last step: run the supervisor (or just `main`) until shutdown, with the control
@@ -90,15 +105,9 @@ fn supervise(ctx: &Context, main: Vec<String>, boot: BootState) -> anyhow::Resul
     Ok(runner.run()?)
 }
 
-/// `cfy-init persist`: seed or adopt the store and link into it. On a first seed the
-/// admin password is written too, exactly as in a full boot.
+/// `cfy-init persist`: seed or adopt the store and link into it, nothing else.
 pub fn step_persist(ctx: &Context) -> anyhow::Result<()> {
-    let report = persist_logged(ctx)?;
-    if report.first_seed {
-        crate::patch::set_admin_password(ctx)?;
-        crate::persist::confirm_first_seed(ctx)?;
-    }
-    Ok(())
+    persist_logged(ctx).map(|_| ())
 }
 
 fn persist_logged(ctx: &Context) -> anyhow::Result<crate::persist::PersistReport> {

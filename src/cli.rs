@@ -116,9 +116,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
     let file = config_file(&cli, &root);
     let config = Config::load(file.as_deref(), &root)?;
+    let ring = (config.supervisord.enabled).then_some(config.supervisord.main_log_bytes);
     logging::init(
         cli.log_format.unwrap_or(config.log.format),
         &config.log.level,
+        ring,
     );
     let ctx = Context {
         config,

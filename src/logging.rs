@@ -46,20 +46,27 @@ impl Default for LogConfig {
 }
 
 /// Install the global subscriber. Safe to call more than once (later calls are ignored),
-/// so tests and subcommands can all call it.
-pub fn init(format: LogFormat, level: &str) {
-    use tracing_subscriber::{fmt, EnvFilter};
+/// so tests and subcommands can all call it. With `main_log_bytes`, the log is also kept in
+/// a bounded ring for supervisord's `readLog` / `supervisorctl maintail`.
+pub fn init(format: LogFormat, level: &str, main_log_bytes: Option<usize>) {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::{fmt, EnvFilter, Layer};
     let filter = std::env::var("CFY_INIT_LOG")
         .ok()
         .and_then(|f| EnvFilter::try_new(f).ok())
         .or_else(|| EnvFilter::try_new(level).ok())
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    let _ = match format {
-        LogFormat::Text => builder.try_init(),
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+    // Colour only for a person at a terminal: `docker logs` and log collectors get plain text.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let output = fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let output = match format {
+        LogFormat::Text => output.with_ansi(ansi).boxed(),
+        LogFormat::Json => output.json().flatten_event(true).boxed(),
     };
+    let ring = main_log_bytes.map(crate::supervisord::mainlog::install);
+    let _ = tracing_subscriber::registry()
+        .with(output.with_filter(filter))
+        .with(ring)
+        .try_init();
 }

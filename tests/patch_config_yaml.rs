@@ -8,7 +8,10 @@ use std::process::{Command, Output};
 
 use cfy_init::config::{Config, Context, Root};
 
-const FIXTURES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/cloudify-config");
+const FIXTURES: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/tests/fixtures/cloudify-config"
+);
 const RELEASES: &[&str] = &["4.4", "4.5", "5.1.2"];
 const ONAP_TARGET: &str = "file:///opt/manager/resources/onapspec";
 /// Two rules in the shape of ONAP's (the embedded default has none; see patch.yaml).
@@ -45,7 +48,11 @@ impl Sandbox {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir_all(dir.path().join("etc/cloudify")).unwrap();
         std::fs::write(dir.path().join("etc/cloudify/config.yaml"), text).unwrap();
-        std::fs::write(dir.path().join("cfy-init.yaml"), with_test_rules(cfy_init_config)).unwrap();
+        std::fs::write(
+            dir.path().join("cfy-init.yaml"),
+            with_test_rules(cfy_init_config),
+        )
+        .unwrap();
         Sandbox { dir }
     }
 
@@ -87,7 +94,8 @@ fn stderr(o: &Output) -> String {
 
 /// The test rules (as a list of [prefix, target]) read through the config loader.
 fn default_rules() -> Vec<(String, String)> {
-    let c = cfy_init::config::from_str(&format!("patch:\n{TEST_RULES}"), Path::new("test")).unwrap();
+    let c =
+        cfy_init::config::from_str(&format!("patch:\n{TEST_RULES}"), Path::new("test")).unwrap();
     assert_eq!(c.patch.rules.len(), 2);
     c.patch
         .rules
