@@ -10,8 +10,8 @@
 
 mod api;
 pub mod faults;
+pub mod guest;
 pub mod state;
-pub mod stub;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

@@ -1,14 +1,13 @@
-//! Test world for cfy-recover: an OpenStack simulator whose servers run real cfy-init
-//! (sim-cfy-init: cfy-init's boot with the hooks API) on 127.x.y.z, a seeded manager with a
-//! data volume, and helpers to run the cfy-recover binary against it.
+//! Test world for cfy-recover: an OpenStack simulator whose servers run real cfy-init on
+//! 127.x.y.z, a seeded manager with a data volume, and helpers to run the cfy-recover binary
+//! against it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cfy_recover::sim::{GuestEnv, Seeded, Sim, SimConfig};
+use cfy_recover::sim::{Seeded, Sim, SimConfig};
 
 pub const HOOKS_PORT: u16 = 8780;
 pub const WEB_PORT: u16 = 8781;
@@ -22,71 +21,18 @@ pub struct World {
     pub token_file: PathBuf,
 }
 
-/// The config of a simulated VM's cfy-init: the store is the attached volume, /opt/manager
-/// is persisted into it, a small web service serves /opt/manager/resources on the fixed IP,
-/// and the hooks API listens on the fixed IP with a token.
-fn guest_config(env: &GuestEnv) -> String {
-    let resources = env.root.join("opt/manager/resources");
-    format!(
-        r#"persist:
-  store: /cfy-persist
-  required: true
-  directories:
-    - {{ path: /opt/manager, on_new_image: keep }}
-  image_id:
-    env: CFY_IMAGE_ID
-    files: []
-hooks:
-  socket: /run/cfy-init/control.sock
-  listen: "{ip}:{HOOKS_PORT}"
-  token_file: /etc/cfy-init/token
-snapshot:
-  store: /cfy-persist
-  archive_dir: /var/lib/cfy-snapshots
-  quiesce:
-    services: [web]
-  ready_timeout: 30s
-supervise:
-  services:
-    - name: web
-      command: [/usr/bin/python3, -m, http.server, --bind, "{ip}", --directory, "{res}", "{WEB_PORT}"]
-      required: true
-      readiness:
-        check: {{ type: tcp, address: "{ip}:{WEB_PORT}" }}
-"#,
-        ip = env.ip,
-        res = resources.display(),
-    )
-}
-
-/// Lay out the VM image (what `/opt/manager` holds before any store) and its config, then
-/// start sim-cfy-init on it.
+/// VMs run cfy-init (see [`guest_program`]) with the simulator's guest image and config.
 pub fn launcher() -> cfy_recover::sim::GuestLauncher {
-    Arc::new(|env: &GuestEnv| {
-        let root = &env.root;
-        std::fs::create_dir_all(root.join("opt/manager/resources")).unwrap();
-        std::fs::write(
-            root.join("opt/manager/resources/image.txt"),
-            "from the image\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(root.join("etc/cfy-init")).unwrap();
-        std::fs::create_dir_all(root.join("var/lib/cfy-snapshots")).unwrap();
-        std::fs::write(root.join("etc/cfy-init/token"), format!("{TOKEN}\n")).unwrap();
-        std::fs::write(root.join("etc/cfy-init/config.yaml"), guest_config(env)).unwrap();
-        let log = std::fs::File::create(root.join("guest.log")).unwrap();
-        let mut c = guest_program().command();
-        c.arg("--root")
-            .arg(root)
-            .arg("--config")
-            .arg(root.join("etc/cfy-init/config.yaml"));
-        if matches!(guest_program(), Guest::CfyInit(_)) {
-            c.arg("run");
-        }
-        c.env("CFY_IMAGE_ID", "cfy-5.1.2-test")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        c
+    let (program, args) = match guest_program() {
+        Guest::CfyInit(p) => (p.clone(), vec!["run".to_string()]),
+        Guest::Sim(p) => (p.clone(), vec![]),
+    };
+    cfy_recover::sim::guest::launcher(cfy_recover::sim::guest::GuestSpec {
+        program,
+        args,
+        hooks_port: HOOKS_PORT,
+        web_port: WEB_PORT,
+        token: TOKEN.into(),
     })
 }
 
@@ -97,14 +43,6 @@ pub fn launcher() -> cfy_recover::sim::GuestLauncher {
 pub enum Guest {
     CfyInit(PathBuf),
     Sim(PathBuf),
-}
-
-impl Guest {
-    fn command(&self) -> Command {
-        match self {
-            Guest::CfyInit(p) | Guest::Sim(p) => Command::new(p),
-        }
-    }
 }
 
 pub fn guest_program() -> &'static Guest {
