@@ -25,6 +25,13 @@ fn happy_path_keeps_ip_volume_floating_ip_and_data() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan["manager_answers"], true);
     assert!(
+        plan["journal"]["spec"]["user_data"]
+            .as_str()
+            .unwrap()
+            .starts_with("<redacted"),
+        "user data may hold secrets: not printed"
+    );
+    assert!(
         w.sim.seen().iter().all(|s| !s.is_mutating()),
         "plan changes nothing"
     );

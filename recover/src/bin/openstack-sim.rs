@@ -28,7 +28,7 @@ struct Cli {
     #[arg(long)]
     nova_port: bool,
     /// Hooks API port of the VMs.
-    #[arg(long, default_value_t = 8780)]
+    #[arg(long, default_value_t = 8090)]
     hooks_port: u16,
     /// Hooks API token written into the VMs.
     #[arg(long, default_value = "sim-hooks-token")]

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 
 use cfy_recover::sim::{Seeded, Sim, SimConfig};
 
-pub const HOOKS_PORT: u16 = 8780;
-pub const WEB_PORT: u16 = 8781;
+pub const HOOKS_PORT: u16 = 8090;
+pub const WEB_PORT: u16 = 8091;
 pub const TOKEN: &str = "e2e-hooks-token-5f1c";
 
 pub struct World {
