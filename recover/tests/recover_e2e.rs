@@ -243,3 +243,26 @@ fn take_snapshot_file(w: &World, dest: &std::path::Path) {
             .unwrap();
     });
 }
+
+#[test]
+fn soft_deleted_server_is_force_deleted_to_free_port_and_volume() {
+    let w = World::with(
+        false,
+        cfy_recover::sim::SimConfig {
+            soft_delete: true,
+            ..Default::default()
+        },
+    );
+    w.wait_manager_ready();
+    w.write_through_server("data/s.txt", "soft delete\n");
+    let out = w.recover(&["--no-snapshot"]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    w.assert_recovered();
+    assert!(w
+        .sim
+        .seen()
+        .iter()
+        .any(|s| s.method == "POST" && s.path.ends_with("/action")));
+    w.wait_manager_ready();
+    assert_eq!(w.served("data/s.txt").as_deref(), Some("soft delete\n"));
+}
