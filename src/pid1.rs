@@ -127,6 +127,59 @@ pub async fn run_command(cmd: &mut Command, timeout: Option<Duration>) -> io::Re
         .map_err(|_| io::Error::other("reaper went away"))
 }
 
+/// Like `Command::output`, but through the reaper (use it instead while the supervisor
+/// runs): stdout and stderr captured, stdin null, optional timeout that kills the command's
+/// process group.
+pub async fn output(
+    cmd: &mut Command,
+    timeout: Option<Duration>,
+) -> io::Result<std::process::Output> {
+    use std::os::unix::process::CommandExt;
+    use std::process::Stdio;
+    use tokio::io::AsyncReadExt;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    cmd.process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = reaper().spawn(
+        cmd,
+        Box::new(move |_pid, status| {
+            let _ = tx.send(status);
+        }),
+    )?;
+    let pid = child.id() as i32;
+    let read_all = |fd: Option<std::os::fd::OwnedFd>| async move {
+        let mut buf = Vec::new();
+        if let Some(fd) = fd {
+            let mut pipe = tokio::net::unix::pipe::Receiver::from_owned_fd(fd)?;
+            pipe.read_to_end(&mut buf).await?;
+        }
+        Ok::<_, io::Error>(buf)
+    };
+    let out = read_all(child.stdout.take().map(Into::into));
+    let err = read_all(child.stderr.take().map(Into::into));
+    let all = async {
+        let (stdout, stderr, status) = tokio::join!(out, err, rx);
+        let status = status.map_err(|_| io::Error::other("reaper went away"))?;
+        Ok::<_, io::Error>(std::process::Output {
+            status: ExitStatus::from_raw(status),
+            stdout: stdout?,
+            stderr: stderr?,
+        })
+    };
+    match timeout {
+        None => all.await,
+        Some(t) => match tokio::time::timeout(t, all).await {
+            Ok(r) => r,
+            Err(_) => {
+                kill_group(pid, libc::SIGKILL);
+                Err(io::Error::new(io::ErrorKind::TimedOut, "command timed out"))
+            }
+        },
+    }
+}
+
 /// Make this process the reaper of its orphaned descendants even when it is not PID 1.
 pub fn become_subreaper() -> io::Result<()> {
     // SAFETY: prctl with integer arguments only.

@@ -247,6 +247,10 @@ pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg
     if finished {
         return;
     }
+    // Start-up (config parsing, runtime set-up) freed most of what it allocated: give those
+    // pages back so the long-lived init stays small.
+    // SAFETY: glibc call without pointer arguments.
+    unsafe { libc::malloc_trim(0) };
     while let Some(msg) = rx.recv().await {
         let finished = {
             let mut st = shared.lock();
@@ -363,9 +367,7 @@ impl State {
             return Err(SuperviseError::AlreadyStarted(name.to_string()));
         }
         svc.want_up = true;
-        // An explicit start revives a FATAL service (as supervisord's `start` does);
-        // tick() never launches one that is still marked FATAL.
-        if svc.state == ProcessState::Fatal {
+        if matches!(svc.state, ProcessState::Fatal | ProcessState::Exited) {
             svc.state = ProcessState::Stopped;
         }
         svc.attempts = 0;
@@ -459,8 +461,9 @@ impl State {
                         self.begin_stop(&name);
                     } else {
                         svc.cancel_timer();
-                        if svc.state == ProcessState::Backoff {
+                        if matches!(svc.state, ProcessState::Backoff | ProcessState::Fatal) {
                             svc.state = ProcessState::Stopped;
+                            svc.attempts = 0;
                         }
                         svc.want_up = spec.autostart || svc.want_up;
                         svc.spec = spec;
@@ -834,9 +837,13 @@ impl State {
     }
 
     fn stopped(&mut self, name: &str, pid: i32) {
-        // Stragglers left in its process group go with it.
-        kill_group(pid, libc::SIGKILL);
+        // Stragglers left in its process group (a wrapper script's children) get the stop
+        // signal too; whatever ignores it dies with the init or at the deadline.
         let svc = self.services.get_mut(name).expect("known");
+        kill_group(
+            pid,
+            pid1::parse_signal(&svc.spec.stop_signal).unwrap_or(libc::SIGTERM),
+        );
         svc.state = ProcessState::Stopped;
         svc.note = Some("Stopped".into());
         tracing::info!(service = name, "stopped");
@@ -961,8 +968,8 @@ impl State {
         });
     }
 
-    /// Stop each running service once every service started after it that depends on it,
-    /// or has a higher priority, is gone.
+    /// Stop each running service once every service started after it that depends on it
+    /// (even transitively), or has a higher priority, is gone.
     fn shutdown_step(&mut self) {
         let alive: Vec<bool> = self
             .order
@@ -978,7 +985,7 @@ impl State {
             let blocked = self.order[i + 1..].iter().enumerate().any(|(j, later)| {
                 let l = &self.services[later];
                 alive[i + 1 + j]
-                    && (l.spec.depends_on.contains(name) || l.spec.priority > svc.spec.priority)
+                    && (l.spec.priority > svc.spec.priority || self.depends_on(later, name))
             });
             if !blocked {
                 to_stop.push(name.clone());
@@ -987,6 +994,27 @@ impl State {
         for name in to_stop {
             self.begin_stop(&name);
         }
+    }
+
+    /// Whether `who` depends on `on`, directly or through other services (a completed
+    /// one-shot in between still links them).
+    fn depends_on(&self, who: &str, on: &str) -> bool {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut stack = vec![who];
+        while let Some(n) = stack.pop() {
+            let Some(svc) = self.services.get(n) else {
+                continue;
+            };
+            for d in &svc.spec.depends_on {
+                if d == on {
+                    return true;
+                }
+                if seen.insert(d.as_str()) {
+                    stack.push(d);
+                }
+            }
+        }
+        false
     }
 
     fn on_deadline(&mut self) {

@@ -508,3 +508,65 @@ pub struct LogTail {
     /// True when older bytes were dropped from the buffer.
     pub overflow: bool,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(yaml: &str) -> SuperviseConfig {
+        serde_norway::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn validation_names_the_problem_and_the_fix() {
+        let cases = [
+            (
+                "services: [{name: a, command: [x]}, {name: a, command: [y]}]",
+                "\"a\" is defined twice",
+            ),
+            (
+                "services: [{name: a, command: [x], depends_on: [b]}, {name: b, command: [x], depends_on: [a]}]",
+                "dependency cycle a -> b -> a",
+            ),
+            ("services: [{name: a, command: []}]", "services[a]: command is empty"),
+            (
+                "services: [{name: a, command: [x], stop_signal: NOPE}]",
+                "stop_signal \"NOPE\" is not a signal name",
+            ),
+            ("services: [{name: a, command: [x], umask: '99'}]", "bad umask"),
+            ("services: [{name: a, command: [x], rlimits: {files: 1}}]", "unknown rlimit"),
+            (
+                "services: [{name: a, command: [x], kind: after-ready}]",
+                "kind after-ready needs `marker`",
+            ),
+        ];
+        for (yaml, want) in cases {
+            let err = config(yaml).validate().unwrap_err();
+            assert!(err.contains(want), "{yaml}: {err}");
+        }
+        config("services: [{name: a, command: [x], stop_signal: RTMIN+3, depends_on: [supervisord-prog]}]")
+            .validate()
+            .unwrap();
+    }
+
+    #[test]
+    fn host_paths_are_rerooted_but_commands_are_not() {
+        let mut c = config(
+            "services: [{name: a, command: [/bin/x], working_dir: /w, env_files: [/e], \
+             kind: after-ready, marker: /m, stdout: {type: file, path: /l, max_bytes: 1, backups: 1}, \
+             readiness: {check: {type: file, path: /r}}}]",
+        );
+        c.reroot(&Root::new("/R"));
+        let s = &c.services[0];
+        assert_eq!(s.command[0], "/bin/x");
+        assert_eq!(s.working_dir.as_deref(), Some(std::path::Path::new("/R/w")));
+        assert_eq!(s.env_files[0], PathBuf::from("/R/e"));
+        assert_eq!(s.marker.as_deref(), Some(std::path::Path::new("/R/m")));
+        assert!(
+            matches!(&s.stdout, LogTarget::File { path, .. } if path == std::path::Path::new("/R/l"))
+        );
+        assert!(
+            matches!(&s.readiness.check, ReadinessCheck::File { path } if path == std::path::Path::new("/R/r"))
+        );
+    }
+}

@@ -143,7 +143,14 @@ impl<'a> Runner<'a> {
         }
         engine::run(shared.clone(), rx).await;
         let code = shared.lock().exit_code();
-        tracing::info!(code, "supervisor finished");
+        let reaper = pid1::reaper();
+        tracing::info!(
+            code,
+            reaped = reaper.reaped(),
+            orphans = reaper.orphans(),
+            dropped_log_lines = super::logs::dropped_lines(),
+            "supervisor finished"
+        );
         Ok(code)
     }
 }
