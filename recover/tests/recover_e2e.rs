@@ -166,9 +166,21 @@ fn no_snapshot_option_recovers_with_the_volume_alone() {
     let w = World::new();
     w.wait_manager_ready();
     w.write_through_server("data/x.txt", "volume only\n");
-    let out = w.recover(&["--no-snapshot"]);
+    let out = w.recover(&["--no-snapshot", "--json"]);
     assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
     w.assert_recovered();
+    // Machine output: the journal, every step with its state and duration.
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON only");
+    assert_eq!(j["finished"], true);
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), cfy_recover::journal::Step::ALL.len());
+    assert!(steps
+        .iter()
+        .all(|s| s["duration_ms"].is_u64() && s["state"] != "pending"));
+    assert!(steps
+        .iter()
+        .any(|s| s["step"] == "create-server" && s["state"] == "done"));
     w.wait_manager_ready();
     assert_eq!(w.served("data/x.txt").as_deref(), Some("volume only\n"));
 }
