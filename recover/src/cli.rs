@@ -94,7 +94,7 @@ pub struct Target {
     #[arg(long)]
     pub manager_url: Option<String>,
     /// Port of the hooks API TCP listener.
-    #[arg(long, default_value_t = 8780)]
+    #[arg(long, default_value_t = 8090)]
     pub manager_port: u16,
     /// Which address reaches the manager when no URL is given.
     #[arg(long, value_enum, default_value = "floating")]
@@ -212,7 +212,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             match (j, cli.json) {
                 (None, true) => println!("null"),
                 (None, false) => println!("no recovery journal in {}", state_dir.display()),
-                (Some(j), true) => println!("{}", serde_json::to_string_pretty(&j)?),
+                (Some(j), true) => println!("{}", pretty(&redacted(&j))),
                 (Some(j), false) => print!("{}", flow::report(&j)),
             }
             Ok(ExitCode::SUCCESS)
@@ -295,9 +295,22 @@ async fn run(
     }
 }
 
+/// The journal as JSON for output, user data (which may hold secrets) reduced to its size.
+fn redacted(j: &Journal) -> serde_json::Value {
+    let mut v = serde_json::to_value(j).unwrap_or_default();
+    if let Some(u) = j.spec.user_data.as_ref() {
+        v["spec"]["user_data"] = format!("<redacted: {} bytes of base64>", u.len()).into();
+    }
+    v
+}
+
+fn pretty(v: &serde_json::Value) -> String {
+    serde_json::to_string_pretty(v).unwrap_or_default()
+}
+
 fn print_report(j: &Journal, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(j).unwrap_or_default());
+        println!("{}", pretty(&redacted(j)));
     } else {
         print!("{}", flow::report(j));
     }
@@ -305,7 +318,9 @@ fn print_report(j: &Journal, json: bool) {
 
 fn print_plan(plan: &flow::Plan, json: bool) {
     if json {
-        println!("{}", serde_json::to_string_pretty(plan).unwrap_or_default());
+        let mut v = serde_json::to_value(plan).unwrap_or_default();
+        v["journal"] = redacted(&plan.journal);
+        println!("{}", pretty(&v));
         return;
     }
     let j = &plan.journal;

@@ -31,7 +31,7 @@ pub struct Manager {
 }
 
 impl Manager {
-    /// `url` like `http://10.0.0.5:8780`; the token is read from `token_file` when given.
+    /// `url` like `http://10.0.0.5:8090`; the token is read from `token_file` when given.
     pub fn new(url: &str, token_file: Option<&Path>) -> Result<Manager, ManagerError> {
         let token = match token_file {
             None => None,

@@ -25,6 +25,13 @@ fn happy_path_keeps_ip_volume_floating_ip_and_data() {
     let plan: serde_json::Value = serde_json::from_slice(&plan.stdout).unwrap();
     assert_eq!(plan["manager_answers"], true);
     assert!(
+        plan["journal"]["spec"]["user_data"]
+            .as_str()
+            .unwrap()
+            .starts_with("<redacted"),
+        "user data may hold secrets: not printed"
+    );
+    assert!(
         w.sim.seen().iter().all(|s| !s.is_mutating()),
         "plan changes nothing"
     );
@@ -159,9 +166,21 @@ fn no_snapshot_option_recovers_with_the_volume_alone() {
     let w = World::new();
     w.wait_manager_ready();
     w.write_through_server("data/x.txt", "volume only\n");
-    let out = w.recover(&["--no-snapshot"]);
+    let out = w.recover(&["--no-snapshot", "--json"]);
     assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
     w.assert_recovered();
+    // Machine output: the journal, every step with its state and duration.
+    let j: serde_json::Value =
+        serde_json::from_slice(&out.stdout).expect("--json prints JSON only");
+    assert_eq!(j["finished"], true);
+    let steps = j["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), cfy_recover::journal::Step::ALL.len());
+    assert!(steps
+        .iter()
+        .all(|s| s["duration_ms"].is_u64() && s["state"] != "pending"));
+    assert!(steps
+        .iter()
+        .any(|s| s["step"] == "create-server" && s["state"] == "done"));
     w.wait_manager_ready();
     assert_eq!(w.served("data/x.txt").as_deref(), Some("volume only\n"));
 }
@@ -235,4 +254,27 @@ fn take_snapshot_file(w: &World, dest: &std::path::Path) {
             .await
             .unwrap();
     });
+}
+
+#[test]
+fn soft_deleted_server_is_force_deleted_to_free_port_and_volume() {
+    let w = World::with(
+        false,
+        cfy_recover::sim::SimConfig {
+            soft_delete: true,
+            ..Default::default()
+        },
+    );
+    w.wait_manager_ready();
+    w.write_through_server("data/s.txt", "soft delete\n");
+    let out = w.recover(&["--no-snapshot"]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    w.assert_recovered();
+    assert!(w
+        .sim
+        .seen()
+        .iter()
+        .any(|s| s.method == "POST" && s.path.ends_with("/action")));
+    w.wait_manager_ready();
+    assert_eq!(w.served("data/s.txt").as_deref(), Some("soft delete\n"));
 }

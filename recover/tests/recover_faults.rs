@@ -50,6 +50,10 @@ fn transient_faults_on_reads_and_idempotent_calls() {
             vec![rule("POST", "/auth/tokens", Status { status: 503 }).times(2)],
         ),
         (
+            "token expired: 401 then re-authentication",
+            vec![rule("GET", "/servers/", Status { status: 401 }).skip(4)],
+        ),
+        (
             "server reads 500",
             vec![rule("GET", "/servers/", Status { status: 500 })
                 .skip(2)

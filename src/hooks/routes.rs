@@ -41,6 +41,8 @@ pub fn router(state: AppState) -> Router {
         .route("/snapshots/:id/archive", get(download))
         .route("/restore", post(restore))
         .route("/jobs/:id", get(get_job))
+        .route("/cloudify/snapshots", post(cloudify_snapshot))
+        .route("/cloudify/restore", post(cloudify_restore))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)
@@ -61,6 +63,8 @@ fn snapshot_error(e: SnapshotError) -> (StatusCode, Json<serde_json::Value>) {
         SnapshotError::NotFound(_) => StatusCode::NOT_FOUND,
         SnapshotError::BadId(_) => StatusCode::BAD_REQUEST,
         SnapshotError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
+        SnapshotError::NoCloudify => StatusCode::NOT_FOUND,
+        SnapshotError::Remote(_) => StatusCode::BAD_GATEWAY,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error_json(status, e.to_string())
@@ -415,4 +419,107 @@ async fn receive_upload(
             Err(e)
         }
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CloudifyRequest {
+    id: String,
+    #[serde(default)]
+    force: bool,
+}
+
+async fn cloudify_request(
+    body: Body,
+) -> Result<CloudifyRequest, (StatusCode, Json<serde_json::Value>)> {
+    let bytes = axum::body::to_bytes(body, 64 * 1024)
+        .await
+        .map_err(|e| error_json(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
+    let r: CloudifyRequest = serde_json::from_slice(&bytes).map_err(|e| {
+        error_json(
+            StatusCode::BAD_REQUEST,
+            format!("bad JSON body: {e}; expected {{\"id\": \"<name>\", \"force\": false}}"),
+        )
+    })?;
+    crate::snapshot::check_id(&r.id).map_err(snapshot_error)?;
+    Ok(r)
+}
+
+/// Run one Cloudify REST job in the shared job slot and wait for it.
+async fn cloudify_job<F, T>(
+    s: &AppState,
+    kind: crate::snapshot::JobKind,
+    id: &str,
+    work: F,
+) -> Result<T, (StatusCode, Json<serde_json::Value>)>
+where
+    F: std::future::Future<Output = Result<T, SnapshotError>>,
+{
+    let job = s.engine.begin_cloudify(kind, id).map_err(snapshot_error)?;
+    job.phase("cloudify");
+    let result = work.await;
+    job.finish(
+        &result
+            .as_ref()
+            .map(|_| ())
+            .map_err(crate::snapshot::clone_err),
+    );
+    result.map_err(snapshot_error)
+}
+
+/// `POST /cloudify/snapshots {"id"}`: create a manager snapshot through Cloudify's REST API
+/// and download it into the archive directory as `cloudify-<id>.zip`.
+async fn cloudify_snapshot(State(s): State<AppState>, body: Body) -> ApiResult {
+    let cfg = s
+        .engine
+        .cloudify()
+        .cloned()
+        .ok_or(SnapshotError::NoCloudify)
+        .map_err(snapshot_error)?;
+    let r = cloudify_request(body).await?;
+    let client = crate::snapshot::cloudify::CloudifyClient::new(&cfg).map_err(snapshot_error)?;
+    let dir = s.engine.archive_dir().to_path_buf();
+    let file = cloudify_job(
+        &s,
+        crate::snapshot::JobKind::Snapshot,
+        &r.id,
+        client.create_and_download(&r.id, &dir),
+    )
+    .await?;
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({ "id": r.id, "file": file.display().to_string() })),
+    )
+        .into_response())
+}
+
+/// `POST /cloudify/restore {"id", "force"}`: upload `cloudify-<id>.zip` from the archive
+/// directory to the manager and restore it there.
+async fn cloudify_restore(State(s): State<AppState>, body: Body) -> ApiResult {
+    let cfg = s
+        .engine
+        .cloudify()
+        .cloned()
+        .ok_or(SnapshotError::NoCloudify)
+        .map_err(snapshot_error)?;
+    let r = cloudify_request(body).await?;
+    let file = s
+        .engine
+        .archive_dir()
+        .join(format!("cloudify-{}.zip", r.id));
+    if !file.is_file() {
+        return Err(snapshot_error(SnapshotError::NotFound(format!(
+            "cloudify-{}.zip",
+            r.id
+        ))));
+    }
+    let client = crate::snapshot::cloudify::CloudifyClient::new(&cfg).map_err(snapshot_error)?;
+    cloudify_job(
+        &s,
+        crate::snapshot::JobKind::Restore,
+        &r.id,
+        client.upload_and_restore(&r.id, &file, r.force),
+    )
+    .await?;
+    Ok(Json(json!({ "id": r.id, "restored": true })).into_response())
 }

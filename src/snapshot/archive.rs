@@ -86,7 +86,9 @@ pub fn write_archive(
     };
     enc.multithread(threads).map_err(io_err)?;
     enc.include_checksum(true).map_err(io_err)?;
-    let mut tar = tar::Builder::new(enc);
+    // A large buffer in front of zstd: tar copies member data with io::copy, which then
+    // reads straight into this buffer in big chunks instead of 8 KiB writes.
+    let mut tar = tar::Builder::new(io::BufWriter::with_capacity(4 << 20, enc));
     let mut entries = Vec::new();
     add_dir(&mut tar, src, "", &mut entries, progress)?;
     let total_bytes = entries
@@ -108,7 +110,11 @@ pub fn write_archive(
     h.set_entry_type(tar::EntryType::Regular);
     tar.append_data(&mut h, MANIFEST_NAME, json.as_slice())
         .map_err(io_err)?;
-    let enc = tar.into_inner().map_err(io_err)?;
+    let enc = tar
+        .into_inner()
+        .map_err(io_err)?
+        .into_inner()
+        .map_err(|e| io_err(e.into_error()))?;
     let mut sink = enc.finish().map_err(io_err)?;
     sink.flush().map_err(io_err)?;
     let size = sink.count;

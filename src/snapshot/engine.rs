@@ -109,6 +109,17 @@ impl Engine {
         &self.cfg.limits
     }
 
+    /// Cloudify REST settings, when configured.
+    pub fn cloudify(&self) -> Option<&super::CloudifyRest> {
+        self.cfg.cloudify.as_ref()
+    }
+
+    /// Claim the job slot for a Cloudify-level job.
+    pub fn begin_cloudify(&self, kind: JobKind, id: &str) -> Result<Arc<Job>, SnapshotError> {
+        self.jobs
+            .begin(kind, format!("cloudify-{id}-{:04x}", rand::random::<u16>()))
+    }
+
     pub fn stats(&self) -> SnapshotStats {
         self.stats.lock().unwrap().clone()
     }
@@ -127,6 +138,7 @@ impl Engine {
     /// Run a claimed snapshot job to its end.
     pub async fn run_snapshot(&self, job: Arc<Job>) -> Result<SnapshotMeta, SnapshotError> {
         let started = Instant::now();
+        spawn_progress_log(job.clone());
         let result = self.snapshot_inner(&job, started).await;
         let mut st = self.stats.lock().unwrap();
         match &result {
@@ -336,6 +348,7 @@ impl Engine {
             RestoreSource::Upload { path, .. } => Some(path.clone()),
             RestoreSource::Id(_) => None,
         };
+        spawn_progress_log(job.clone());
         let result = self.restore_inner(&job, source).await;
         if let Some(p) = upload {
             let _ = fs::remove_file(p);
@@ -514,6 +527,23 @@ impl Engine {
     }
 }
 
+/// Log the job's progress every few seconds while it runs (the same figures as /status).
+fn spawn_progress_log(job: Arc<Job>) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            let info = job.info();
+            if info.state != super::JobState::Running {
+                return;
+            }
+            tracing::info!(
+                job = %info.id, phase = %info.phase, bytes = info.bytes,
+                rate_mib_s = info.rate as f64 / 1048576.0, "progress"
+            );
+        }
+    });
+}
+
 async fn spawn_blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, SnapshotError> + Send + 'static,
 ) -> Result<T, SnapshotError> {
@@ -544,7 +574,7 @@ async fn run_command(argv: &[String]) -> Result<(), SnapshotError> {
 }
 
 /// `SnapshotError` holds io::Error, which is not Clone; the job record needs only text.
-fn clone_err(e: &SnapshotError) -> SnapshotError {
+pub fn clone_err(e: &SnapshotError) -> SnapshotError {
     match e {
         SnapshotError::RolledBack(m) => SnapshotError::RolledBack(m.clone()),
         other => SnapshotError::Other(other.to_string()),

@@ -4,6 +4,7 @@
 //! [`manifest`].
 
 pub mod archive;
+pub mod cloudify;
 pub mod control;
 pub mod copy;
 mod engine;
@@ -19,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Root, Section};
 
-pub use engine::{Engine, RestoreSource, SnapshotMeta};
+pub use engine::{clone_err, Engine, RestoreSource, SnapshotMeta};
 pub use jobs::{JobInfo, JobKind, JobState};
 
 /// Names inside the store that belong to the snapshot machinery (staging copies, rollback
@@ -211,6 +212,10 @@ pub enum SnapshotError {
     RolledBack(String),
     #[error("{0}")]
     Other(String),
+    #[error("{0}")]
+    Remote(String),
+    #[error("snapshot.cloudify is not configured")]
+    NoCloudify,
 }
 
 impl SnapshotError {

@@ -1,14 +1,16 @@
-//! `openstack-sim`: run the OpenStack simulator by hand, with one seeded manager server.
+//! `openstack-sim`: run the OpenStack simulator by hand, with one seeded manager server whose
+//! VM runs cfy-init (the one built next to this binary, or `--cfy-init PATH`).
 //!
-//!   openstack-sim serve --dir /tmp/sim [--guest cfy-init-command...]
+//!   openstack-sim --dir /tmp/sim
 //!
 //! prints the OS_* variables to use with cfy-recover and runs until interrupted.
 
 use std::path::PathBuf;
-use std::process::Command;
-use std::sync::Arc;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+
+use cfy_recover::sim::guest::{self, GuestSpec};
+use cfy_recover::sim::{Sim, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -16,36 +18,21 @@ use clap::{Parser, Subcommand};
     about = "A small stateful OpenStack simulator for cfy-recover"
 )]
 struct Cli {
-    #[command(subcommand)]
-    command: Cmd,
-}
-
-#[derive(Subcommand)]
-enum Cmd {
-    /// Run the simulator with one manager server seeded.
-    Serve {
-        /// State directory (server roots, volume directories).
-        #[arg(long)]
-        dir: PathBuf,
-        /// Seed the manager's port as Nova-created (to see cfy-recover refuse).
-        #[arg(long)]
-        nova_port: bool,
-        /// Hooks API port of the guests.
-        #[arg(long, default_value_t = 8780)]
-        guest_port: u16,
-        /// Guest command; `{root}`, `{ip}` and `{port}` are replaced. Default: the stub manager.
-        #[arg(last = true)]
-        guest: Vec<String>,
-    },
-    /// The stand-in manager (health, readiness, snapshot, restore of ROOT/cfy-persist).
-    StubManager {
-        #[arg(long)]
-        root: PathBuf,
-        #[arg(long)]
-        listen: std::net::SocketAddr,
-        #[arg(long)]
-        token_file: Option<PathBuf>,
-    },
+    /// State directory (VM roots, volume directories).
+    #[arg(long)]
+    dir: PathBuf,
+    /// The cfy-init binary the VMs run (default: the one next to this binary).
+    #[arg(long)]
+    cfy_init: Option<PathBuf>,
+    /// Seed the manager's port as Nova-created (to see cfy-recover refuse).
+    #[arg(long)]
+    nova_port: bool,
+    /// Hooks API port of the VMs.
+    #[arg(long, default_value_t = 8090)]
+    hooks_port: u16,
+    /// Hooks API token written into the VMs.
+    #[arg(long, default_value = "sim-hooks-token")]
+    token: String,
 }
 
 fn main() -> anyhow::Result<()> {
@@ -53,63 +40,46 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();
-    match Cli::parse().command {
-        Cmd::StubManager {
-            root,
-            listen,
-            token_file,
-        } => {
-            let token = token_file
-                .map(std::fs::read_to_string)
-                .transpose()?
-                .map(|t| t.trim().to_owned());
-            tokio::runtime::Runtime::new()?
-                .block_on(cfy_recover::sim::stub::serve(root, listen, token))?;
-            Ok(())
-        }
-        Cmd::Serve {
-            dir,
-            nova_port,
-            guest_port,
-            guest,
-        } => {
-            let exe = std::env::current_exe()?;
-            let launcher: cfy_recover::sim::GuestLauncher = Arc::new(move |env| {
-                let fill = |a: &str| {
-                    a.replace("{root}", &env.root.display().to_string())
-                        .replace("{ip}", &env.ip)
-                        .replace("{port}", &guest_port.to_string())
-                };
-                if guest.is_empty() {
-                    let mut c = Command::new(&exe);
-                    c.arg("stub-manager")
-                        .arg("--root")
-                        .arg(&env.root)
-                        .arg("--listen")
-                        .arg(format!("{}:{guest_port}", env.ip));
-                    c
-                } else {
-                    let mut c = Command::new(fill(&guest[0]));
-                    c.args(guest[1..].iter().map(|a| fill(a)));
-                    c
-                }
-            });
-            let config = cfy_recover::sim::SimConfig {
-                guest: Some(launcher),
-                ..Default::default()
-            };
-            let sim = cfy_recover::sim::Sim::start(&dir, config)?;
-            let seeded = sim.seed_manager("cfy-manager", nova_port);
-            for (k, v) in sim.os_env() {
-                println!("export {k}={v}");
-            }
-            println!(
-                "# server cfy-manager {} on port {} ({}), volume {}, floating IP {}",
-                seeded.server_id, seeded.port_id, seeded.ip, seeded.volume_id, seeded.fip_address
-            );
-            loop {
-                std::thread::park();
-            }
-        }
+    let cli = Cli::parse();
+    let program = match cli.cfy_init {
+        Some(p) => p,
+        None => guest::sibling_cfy_init(&std::env::current_exe()?).ok_or_else(|| {
+            anyhow::anyhow!("no cfy-init next to this binary: build it (cargo build --bins) or pass --cfy-init PATH")
+        })?,
+    };
+    let config = SimConfig {
+        guest: Some(guest::launcher(GuestSpec {
+            program,
+            args: vec!["run".into()],
+            hooks_port: cli.hooks_port,
+            web_port: cli.hooks_port + 1,
+            token: cli.token,
+        })),
+        ..Default::default()
+    };
+    // SIGINT/SIGTERM are taken synchronously below, so the simulator's VMs are stopped
+    // (Sim's Drop) instead of being left running; threads started later inherit the mask.
+    let mut signals = nix::sys::signal::SigSet::empty();
+    signals.add(nix::sys::signal::Signal::SIGINT);
+    signals.add(nix::sys::signal::Signal::SIGTERM);
+    signals.thread_block()?;
+    let sim = Sim::start(&cli.dir, config)?;
+    let seeded = sim.seed_manager("cfy-manager", cli.nova_port);
+    for (k, v) in sim.os_env() {
+        println!("export {k}={v}");
     }
+    println!(
+        "# server cfy-manager {} on port {} ({}), volume {}, floating IP {}; hooks API http://{}:{}",
+        seeded.server_id,
+        seeded.port_id,
+        seeded.ip,
+        seeded.volume_id,
+        seeded.fip_address,
+        seeded.ip,
+        cli.hooks_port
+    );
+    let signal = signals.wait()?;
+    eprintln!("openstack-sim: {signal:?}: stopping the VMs");
+    drop(sim);
+    Ok(())
 }

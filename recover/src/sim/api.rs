@@ -554,7 +554,15 @@ async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {
         let Some(s) = st.servers.get_mut(&id) else {
             return not_found(&format!("Instance {id}"));
         };
-        if s.task_state.as_deref() == Some("deleting") {
+        if s.task_state.as_deref() == Some("deleting") || s.status == "SOFT_DELETED" {
+            return StatusCode::NO_CONTENT.into_response();
+        }
+        if sh.config.lock().unwrap().soft_delete {
+            // reclaim_instance_interval > 0: the server is only marked; its VM stops but
+            // port and volumes stay bound until forceDelete (or the reclaim period).
+            s.status = "SOFT_DELETED".into();
+            drop(st);
+            sh.stop_guest(&id);
             return StatusCode::NO_CONTENT.into_response();
         }
         s.task_state = Some("deleting".into());

@@ -10,8 +10,8 @@
 
 mod api;
 pub mod faults;
+pub mod guest;
 pub mod state;
-pub mod stub;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -59,6 +59,8 @@ pub struct SimConfig {
     /// Answer as to an administrator (default policy shows `host_status`, `user_data` and the
     /// other `OS-EXT-SRV-ATTR:*` fields to admins only).
     pub admin_view: bool,
+    /// Nova's `reclaim_instance_interval` is set: DELETE soft-deletes.
+    pub soft_delete: bool,
 }
 
 impl Default for SimConfig {
@@ -74,6 +76,7 @@ impl Default for SimConfig {
             max_volume: Mv(3, 70),
             guest: None,
             admin_view: true,
+            soft_delete: false,
         }
     }
 }

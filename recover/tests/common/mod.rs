@@ -1,17 +1,16 @@
-//! Test world for cfy-recover: an OpenStack simulator whose servers run real cfy-init
-//! (sim-cfy-init: cfy-init's boot with the hooks API) on 127.x.y.z, a seeded manager with a
-//! data volume, and helpers to run the cfy-recover binary against it.
+//! Test world for cfy-recover: an OpenStack simulator whose servers run real cfy-init on
+//! 127.x.y.z, a seeded manager with a data volume, and helpers to run the cfy-recover binary
+//! against it.
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use cfy_recover::sim::{GuestEnv, Seeded, Sim, SimConfig};
+use cfy_recover::sim::{Seeded, Sim, SimConfig};
 
-pub const HOOKS_PORT: u16 = 8780;
-pub const WEB_PORT: u16 = 8781;
+pub const HOOKS_PORT: u16 = 8090;
+pub const WEB_PORT: u16 = 8091;
 pub const TOKEN: &str = "e2e-hooks-token-5f1c";
 
 pub struct World {
@@ -22,69 +21,101 @@ pub struct World {
     pub token_file: PathBuf,
 }
 
-/// The config of a simulated VM's cfy-init: the store is the attached volume, /opt/manager
-/// is persisted into it, a small web service serves /opt/manager/resources on the fixed IP,
-/// and the hooks API listens on the fixed IP with a token.
-fn guest_config(env: &GuestEnv) -> String {
-    let resources = env.root.join("opt/manager/resources");
-    format!(
-        r#"persist:
-  store: /cfy-persist
-  required: true
-  directories:
-    - {{ path: /opt/manager, on_new_image: keep }}
-  image_id:
-    env: CFY_IMAGE_ID
-    files: []
-hooks:
-  socket: /run/cfy-init/control.sock
-  listen: "{ip}:{HOOKS_PORT}"
-  token_file: /etc/cfy-init/token
-snapshot:
-  store: /cfy-persist
-  archive_dir: /var/lib/cfy-snapshots
-  quiesce:
-    services: [web]
-  ready_timeout: 30s
-supervise:
-  services:
-    - name: web
-      command: [/usr/bin/python3, -m, http.server, --bind, "{ip}", --directory, "{res}", "{WEB_PORT}"]
-      required: true
-      readiness:
-        check: {{ type: tcp, address: "{ip}:{WEB_PORT}" }}
-"#,
-        ip = env.ip,
-        res = resources.display(),
-    )
+/// VMs run cfy-init (see [`guest_program`]) with the simulator's guest image and config.
+pub fn launcher() -> cfy_recover::sim::GuestLauncher {
+    let (program, args) = match guest_program() {
+        Guest::CfyInit(p) => (p.clone(), vec!["run".to_string()]),
+        Guest::Sim(p) => (p.clone(), vec![]),
+    };
+    cfy_recover::sim::guest::launcher(cfy_recover::sim::guest::GuestSpec {
+        program,
+        args,
+        hooks_port: HOOKS_PORT,
+        web_port: WEB_PORT,
+        token: TOKEN.into(),
+    })
 }
 
-/// Lay out the VM image (what `/opt/manager` holds before any store) and its config, then
-/// start sim-cfy-init on it.
-pub fn launcher() -> cfy_recover::sim::GuestLauncher {
-    Arc::new(|env: &GuestEnv| {
-        let root = &env.root;
-        std::fs::create_dir_all(root.join("opt/manager/resources")).unwrap();
-        std::fs::write(
-            root.join("opt/manager/resources/image.txt"),
-            "from the image\n",
-        )
-        .unwrap();
-        std::fs::create_dir_all(root.join("etc/cfy-init")).unwrap();
-        std::fs::create_dir_all(root.join("var/lib/cfy-snapshots")).unwrap();
-        std::fs::write(root.join("etc/cfy-init/token"), format!("{TOKEN}\n")).unwrap();
-        std::fs::write(root.join("etc/cfy-init/config.yaml"), guest_config(env)).unwrap();
-        let log = std::fs::File::create(root.join("guest.log")).unwrap();
-        let mut c = Command::new(env!("CARGO_BIN_EXE_sim-cfy-init"));
-        c.arg("--root")
-            .arg(root)
-            .arg("--config")
-            .arg(root.join("etc/cfy-init/config.yaml"))
-            .env("CFY_IMAGE_ID", "cfy-5.1.2-test")
-            .stdout(log.try_clone().unwrap())
-            .stderr(log);
-        c
+/// What runs inside a simulated VM: the workspace's `cfy-init` binary when its `run` serves
+/// the hooks API (boot wires it in), else `sim-cfy-init` (the same library: persist, the
+/// supervisor, the hooks API and the snapshot engine, wired the same way). Decided once by
+/// trying: start cfy-init with a TCP listener and ask /healthz.
+pub enum Guest {
+    CfyInit(PathBuf),
+    Sim(PathBuf),
+}
+
+pub fn guest_program() -> &'static Guest {
+    static GUEST: std::sync::OnceLock<Guest> = std::sync::OnceLock::new();
+    GUEST.get_or_init(|| {
+        let sim = PathBuf::from(env!("CARGO_BIN_EXE_sim-cfy-init"));
+        let target = std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+        let real = target.join("debug/cfy-init");
+        let chosen = if real.exists() && serves_hooks(&real) {
+            Guest::CfyInit(real)
+        } else {
+            Guest::Sim(sim)
+        };
+        match &chosen {
+            Guest::CfyInit(p) => eprintln!("simulated VMs run {}", p.display()),
+            Guest::Sim(p) => eprintln!(
+                "simulated VMs run {} (the cfy-init binary does not serve the hooks API yet)",
+                p.display()
+            ),
+        }
+        chosen
     })
+}
+
+/// Does `cfy-init run` answer /healthz on its configured TCP listener?
+fn serves_hooks(bin: &Path) -> bool {
+    let dir = tempfile::Builder::new()
+        .prefix("cfr-probe-")
+        .tempdir()
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
+    std::fs::write(dir.path().join("etc/token"), "probe-token\n").unwrap();
+    let cfg = dir.path().join("etc/config.yaml");
+    std::fs::write(
+        &cfg,
+        format!("hooks:\n  socket: /run/c.sock\n  listen: \"127.0.0.1:{port}\"\n  token_file: /etc/token\n"),
+    )
+    .unwrap();
+    let Ok(mut child) = Command::new(bin)
+        .arg("--root")
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    else {
+        return false;
+    };
+    let url = format!("http://127.0.0.1:{port}/healthz");
+    let start = Instant::now();
+    let mut ok = false;
+    while start.elapsed() < Duration::from_secs(5) {
+        if matches!(child.try_wait(), Ok(Some(_))) {
+            break;
+        }
+        if http_get(&url).map(|(c, _)| c == 200).unwrap_or(false) {
+            ok = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    ok
 }
 
 impl World {

@@ -1,0 +1,96 @@
+#!/usr/bin/env bash
+# Snapshot benchmark on a real PostgreSQL 15 store of >= 1 GB (pgbench scale 70):
+#  - service pause of `cfy-init snapshot create` (quiesce stops PostgreSQL for a copy only)
+#    vs the legacy way "stop all, tar czf, start all" (goal <= 10 %);
+#  - archive throughput (store bytes / whole snapshot time) vs `tar czf` (goal >= 3x) and
+#    `tar --zstd` (goal >= 1x), same store, same disk.
+# Uses --root in a temp dir; nothing outside it is touched.
+source "$(dirname "$0")/lib.sh"
+[ -x "$CFY_INIT" ] || build_release
+BIN=/usr/lib/postgresql/15/bin
+SCALE="${SCALE:-70}"
+W="$(mktemp -d /tmp/cfy-bench-snapshot.XXXXXX)"
+chmod 755 "$W"
+INIT_PID=""
+cleanup() {
+  [ -n "$INIT_PID" ] && kill "$INIT_PID" 2>/dev/null && wait "$INIT_PID" 2>/dev/null
+  rm -rf "$W"
+}
+trap cleanup EXIT
+
+STORE="$W/cfy-persist"
+SOCK="$W/pgsock"
+mkdir -p "$STORE/pgdata" "$SOCK" "$W/etc/cfy-init"
+chown postgres:postgres "$STORE/pgdata" "$SOCK"
+runuser -u postgres -- "$BIN/initdb" -A trust -U postgres -D "$STORE/pgdata" >/dev/null
+
+cat > "$W/etc/cfy-init/config.yaml" <<YAML
+hooks:
+  socket: /run/cfy-init/control.sock
+snapshot:
+  archive_dir: /snapshots
+  keep: 1
+  quiesce:
+    services: [postgresql]
+supervise:
+  services:
+    - name: postgresql
+      user: postgres
+      command: [$BIN/postgres, -D, "$STORE/pgdata", -k, "$SOCK", -p, "5432", -c, "listen_addresses="]
+      stop_signal: INT
+      stop_timeout: 120s
+      startsecs: 0s
+      readiness:
+        check: {type: exec, command: [$BIN/pg_isready, -q, -h, "$SOCK", -p, "5432"]}
+        interval: 100ms
+YAML
+CLI=("$CFY_INIT" --root "$W" --config "$W/etc/cfy-init/config.yaml")
+"${CLI[@]}" run >"$W/init.log" 2>&1 &
+INIT_PID=$!
+API="$W/run/cfy-init/control.sock"
+api() { curl -sf --unix-socket "$API" "$@"; }
+wait_pg() {
+  for _ in $(seq 1 600); do
+    [ "$(api http://x/status 2>/dev/null | jq -r '.services[0].ready')" = true ] && return 0
+    sleep 0.1
+  done
+  echo "postgresql not ready" >&2; cat "$W/init.log" >&2; exit 1
+}
+wait_pg
+"$BIN/pgbench" -i -q -s "$SCALE" -h "$SOCK" -p 5432 -U postgres postgres >/dev/null 2>&1
+psql_bytes=$(du -sb "$STORE" | cut -f1)
+echo "store: $((psql_bytes / 1048576)) MiB"
+
+# cfy-init snapshot: pause and overall time.
+out=$(api -X POST 'http://x/snapshots?wait=true')
+ours_pause=$(echo "$out" | jq '.pause_ms / 1000')
+ours_secs=$(echo "$out" | jq '.duration_ms / 1000')
+ours_bytes=$(echo "$out" | jq '.total_bytes')
+echo "cfy-init: pause ${ours_pause}s, total ${ours_secs}s, archive $(echo "$out" | jq '.size') bytes"
+wait_pg
+
+# Legacy: stop all, tar czf, start all (the pause is the whole of it).
+t0=$(date +%s.%N)
+api -X POST http://x/services/postgresql/stop >/dev/null
+t1=$(date +%s.%N)
+tar czf "$W/legacy.tar.gz" -C "$STORE" pgdata
+t2=$(date +%s.%N)
+api -X POST http://x/services/postgresql/start >/dev/null
+wait_pg
+t3=$(date +%s.%N)
+legacy_pause=$(python3 -c "print($t3 - $t0)")
+gz_secs=$(python3 -c "print($t2 - $t1)")
+
+# tar --zstd on the same (stopped-and-restarted, so identical) data, services left running
+# since only throughput is compared.
+t4=$(date +%s.%N)
+tar --zstd -cf "$W/legacy.tar.zst" -C "$STORE" pgdata
+t5=$(date +%s.%N)
+zst_secs=$(python3 -c "print($t5 - $t4)")
+
+ratio "snapshot service pause" "$ours_pause" "stop-all+tar-czf+start-all" "$legacy_pause" s "<= 0.10"
+ours_rate=$(python3 -c "print($ours_bytes / 1048576 / $ours_secs)")
+gz_rate=$(python3 -c "print($psql_bytes / 1048576 / $gz_secs)")
+zst_rate=$(python3 -c "print($psql_bytes / 1048576 / $zst_secs)")
+ratio "snapshot archive throughput" "$ours_rate" "tar-czf" "$gz_rate" MiB/s ">= 3"
+ratio "snapshot archive throughput" "$ours_rate" "tar--zstd" "$zst_rate" MiB/s ">= 1"
