@@ -21,101 +21,30 @@ pub struct World {
     pub token_file: PathBuf,
 }
 
-/// VMs run cfy-init (see [`guest_program`]) with the simulator's guest image and config.
+/// VMs run the workspace's real `cfy-init` binary (built by `scripts/test.sh` before the
+/// tests) with the simulator's guest image and config.
 pub fn launcher() -> cfy_recover::sim::GuestLauncher {
-    let (program, args) = match guest_program() {
-        Guest::CfyInit(p) => (p.clone(), vec!["run".to_string()]),
-        Guest::Sim(p) => (p.clone(), vec![]),
-    };
     cfy_recover::sim::guest::launcher(cfy_recover::sim::guest::GuestSpec {
-        program,
-        args,
+        program: cfy_init_binary(),
+        args: vec!["run".to_string()],
         hooks_port: HOOKS_PORT,
         web_port: WEB_PORT,
         token: TOKEN.into(),
     })
 }
 
-/// What runs inside a simulated VM: the workspace's `cfy-init` binary when its `run` serves
-/// the hooks API (boot wires it in), else `sim-cfy-init` (the same library: persist, the
-/// supervisor, the hooks API and the snapshot engine, wired the same way). Decided once by
-/// trying: start cfy-init with a TCP listener and ask /healthz.
-pub enum Guest {
-    CfyInit(PathBuf),
-    Sim(PathBuf),
-}
-
-pub fn guest_program() -> &'static Guest {
-    static GUEST: std::sync::OnceLock<Guest> = std::sync::OnceLock::new();
-    GUEST.get_or_init(|| {
-        let sim = PathBuf::from(env!("CARGO_BIN_EXE_sim-cfy-init"));
-        let target = std::env::var_os("CARGO_TARGET_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-        let real = target.join("debug/cfy-init");
-        let chosen = if real.exists() && serves_hooks(&real) {
-            Guest::CfyInit(real)
-        } else {
-            Guest::Sim(sim)
-        };
-        match &chosen {
-            Guest::CfyInit(p) => eprintln!("simulated VMs run {}", p.display()),
-            Guest::Sim(p) => eprintln!(
-                "simulated VMs run {} (the cfy-init binary does not serve the hooks API yet)",
-                p.display()
-            ),
-        }
-        chosen
-    })
-}
-
-/// Does `cfy-init run` answer /healthz on its configured TCP listener?
-fn serves_hooks(bin: &Path) -> bool {
-    let dir = tempfile::Builder::new()
-        .prefix("cfr-probe-")
-        .tempdir()
-        .unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    std::fs::create_dir_all(dir.path().join("etc")).unwrap();
-    std::fs::write(dir.path().join("etc/token"), "probe-token\n").unwrap();
-    let cfg = dir.path().join("etc/config.yaml");
-    std::fs::write(
-        &cfg,
-        format!("hooks:\n  socket: /run/c.sock\n  listen: \"127.0.0.1:{port}\"\n  token_file: /etc/token\n"),
-    )
-    .unwrap();
-    let Ok(mut child) = Command::new(bin)
-        .arg("--root")
-        .arg(dir.path())
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-    else {
-        return false;
-    };
-    let url = format!("http://127.0.0.1:{port}/healthz");
-    let start = Instant::now();
-    let mut ok = false;
-    while start.elapsed() < Duration::from_secs(5) {
-        if matches!(child.try_wait(), Ok(Some(_))) {
-            break;
-        }
-        if http_get(&url).map(|(c, _)| c == 200).unwrap_or(false) {
-            ok = true;
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    ok
+/// `target/debug/cfy-init` of this workspace (or of `CARGO_TARGET_DIR`).
+pub fn cfy_init_binary() -> PathBuf {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
+    let bin = target.join("debug/cfy-init");
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build --workspace --bins` first (scripts/test.sh does)",
+        bin.display()
+    );
+    bin
 }
 
 impl World {

@@ -17,17 +17,12 @@ pub struct Spec {
 
 pub const FIXTURES: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
-    "/../../shared/fixtures/openstack-openapi"
+    "/../tests/fixtures/openstack-openapi"
 );
 
 impl Spec {
     pub fn load(file: &str) -> Spec {
         let path = std::path::Path::new(FIXTURES).join(file);
-        let path = if path.exists() {
-            path
-        } else {
-            std::path::Path::new("/work/shared/fixtures/openstack-openapi").join(file)
-        };
         let text =
             std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
         let doc: Value = serde_norway::from_str(&text).unwrap();
