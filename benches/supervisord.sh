@@ -65,7 +65,7 @@ ratio "supervisord RSS (13 programs running)" \
   "$(echo "$(rss_kib "$init_pid") / 1024" | bc -l)" supervisord \
   "$(echo "$(rss_kib "$real_pid") / 1024" | bc -l)" " MiB" "<= 0.13 (4 MB vs ~30 MB)"
 
-hyperfine -N --warmup 3 --runs 30 --export-json "$work/hf.json" \
+hyperfine -N -i --warmup 3 --runs 30 --export-json "$work/hf.json" \
   -n cfy-init "supervisorctl -s unix://$work/root/tmp/supervisor.sock status" \
   -n supervisord "supervisorctl -s unix://$work/real/s.sock status" >/dev/null || true
 read -r ours theirs < <(python3 -c '
