@@ -261,7 +261,7 @@ pub fn parse_signal(s: &str) -> Option<i32> {
 /// ignored). Real-time signals are not forwarded: nothing in the manager uses them, and
 /// listening for all 30 would multiply the init's start-up time.
 pub fn forwarded_signals() -> Vec<i32> {
-    let mut v = vec![
+    vec![
         libc::SIGQUIT,
         libc::SIGUSR1,
         libc::SIGUSR2,
@@ -276,8 +276,7 @@ pub fn forwarded_signals() -> Vec<i32> {
         libc::SIGPROF,
         libc::SIGIO,
         libc::SIGPWR,
-    ];
-    v
+    ]
 }
 
 /// What a received signal means to the supervisor.
