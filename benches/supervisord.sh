@@ -10,9 +10,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 work=$(mktemp -d /tmp/bench-svd.XXXXXX)
 ours_pid=""; real_pid=""
 cleanup() {
-  [[ -n "$ours_pid" ]] && kill "$ours_pid" 2>/dev/null || true
+  # unshare does not pass SIGTERM on: stop the namespace's PID 1 (cfy-init) itself.
+  if [[ -n "$ours_pid" ]]; then
+    local pid1
+    pid1=$(cut -d' ' -f1 <"/proc/$ours_pid/task/$ours_pid/children" 2>/dev/null || true)
+    [[ -n "$pid1" ]] && kill "$pid1" 2>/dev/null || true
+  fi
   [[ -n "$real_pid" ]] && kill "$real_pid" 2>/dev/null || true
-  sleep 0.5
+  wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
