@@ -11,9 +11,10 @@ trap 'rm -rf "$WORK"' EXIT
 export CFY_INIT_LOG=warn
 CFY="$CFY_INIT --root $WORK"
 
-# Command prefix of each init so that `PREFIX CMD...` runs CMD under it.
+# Command prefix of each init so that `PREFIX CMD...` runs CMD under it (tini -s: child
+# subreaper when not PID 1, as cfy-init always is).
 declare -A PEERS=(
-  [tini]="tini --"
+  [tini]="tini -s --"
   [dumb-init]="dumb-init"
   [catatonit]="catatonit --"
 )
@@ -50,7 +51,7 @@ def storm_time(prefix):
         best = d if best is None else min(best, d)
     return N / best
 for name, prefix in inits.items():
-    print(f"storm {name} {storm_time(prefix):.1f}")
+    print(f"storm {name} {storm_time(prefix):.1f}", flush=True)
 
 # SIGTERM forward latency: the child stamps the time it received TERM.
 child = os.path.join(work, "child.py")
@@ -64,20 +65,28 @@ open(out + ".ready", "w").close()
 while True:
     signal.pause()
 """)
-def latency(prefix):
+def latency(name, prefix):
     samples = []
     for i in range(30):
-        out = os.path.join(work, f"lat-{i}")
+        out = os.path.join(work, f"lat-{name}-{i}")
         p = subprocess.Popen([*prefix.split(), "python3", child, out])
         while not os.path.exists(out + ".ready"):
             time.sleep(0.002)
         t0 = time.monotonic_ns()
         p.send_signal(signal.SIGTERM)
-        p.wait()
+        try:
+            p.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            # Seen once with dumb-init under heavy load: count it as lost, move on.
+            print(f"{prefix.split()[0]}: TERM not forwarded within 10 s", file=sys.stderr)
+            p.kill(); p.wait()
+            for c in subprocess.run(["pgrep", "-f", out], capture_output=True, text=True).stdout.split():
+                os.kill(int(c), signal.SIGKILL)
+            continue
         samples.append((int(open(out).read()) - t0) / 1e6)
     return statistics.median(samples)
 for name, prefix in inits.items():
-    print(f"latency {name} {latency(prefix):.4f}")
+    print(f"latency {name} {latency(name, prefix):.4f}", flush=True)
 
 def rss_kb(pid):
     for line in open(f"/proc/{pid}/status"):

@@ -10,9 +10,14 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 work=$(mktemp -d /tmp/bench-svd.XXXXXX)
 ours_pid=""; real_pid=""
 cleanup() {
-  [[ -n "$ours_pid" ]] && kill "$ours_pid" 2>/dev/null || true
+  # unshare does not pass SIGTERM on: stop the namespace's PID 1 (cfy-init) itself.
+  if [[ -n "$ours_pid" ]]; then
+    local pid1
+    pid1=$(cut -d' ' -f1 <"/proc/$ours_pid/task/$ours_pid/children" 2>/dev/null || true)
+    [[ -n "$pid1" ]] && kill "$pid1" 2>/dev/null || true
+  fi
   [[ -n "$real_pid" ]] && kill "$real_pid" 2>/dev/null || true
-  sleep 0.5
+  wait 2>/dev/null || true
   rm -rf "$work"
 }
 trap cleanup EXIT
@@ -65,7 +70,7 @@ ratio "supervisord RSS (13 programs running)" \
   "$(echo "$(rss_kib "$init_pid") / 1024" | bc -l)" supervisord \
   "$(echo "$(rss_kib "$real_pid") / 1024" | bc -l)" " MiB" "<= 0.13 (4 MB vs ~30 MB)"
 
-hyperfine -N --warmup 3 --runs 30 --export-json "$work/hf.json" \
+hyperfine -N -i --warmup 3 --runs 30 --export-json "$work/hf.json" \
   -n cfy-init "supervisorctl -s unix://$work/root/tmp/supervisor.sock status" \
   -n supervisord "supervisorctl -s unix://$work/real/s.sock status" >/dev/null || true
 read -r ours theirs < <(python3 -c '

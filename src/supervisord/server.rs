@@ -153,6 +153,9 @@ fn owner_ids(owner: &str) -> Result<(nix::unistd::Uid, nix::unistd::Gid), String
 
 async fn route(rpc: &Rpc, settings: &ServerSettings, req: Request<Incoming>) -> Response<Body> {
     if !authorized(settings, &req) {
+        // Read the request first: answering while the client still sends its body would
+        // close the connection under it (a broken pipe instead of "401 Unauthorized").
+        let _ = Limited::new(req.into_body(), MAX_REQUEST).collect().await;
         let mut r = plain(StatusCode::UNAUTHORIZED, "Unauthorized");
         r.headers_mut().insert(
             hyper::header::WWW_AUTHENTICATE,

@@ -253,12 +253,34 @@ pub fn normalise(s: &str) -> String {
     out
 }
 
-/// True when `status` shows no process in a transient state.
+/// One XML-RPC call without parameters over HTTP/1.0 (the server closes after answering);
+/// cheaper than starting a Python client when polling.
+pub fn raw_call(sock: &Path, method: &str) -> String {
+    use std::io::{Read, Write};
+    let body = format!(
+        "<?xml version='1.0'?><methodCall><methodName>{method}</methodName><params></params></methodCall>"
+    );
+    let Ok(mut s) = UnixStream::connect(sock) else {
+        return String::new();
+    };
+    let req = format!(
+        "POST /RPC2 HTTP/1.0\r\nContent-Type: text/xml\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let mut out = String::new();
+    if s.write_all(req.as_bytes()).is_ok() {
+        let _ = s.read_to_string(&mut out);
+    }
+    out
+}
+
+/// True when no process is in a transient state.
 pub fn settled(sock: &Path) -> bool {
-    let (out, _) = ctl(sock, &["status"]);
-    !["STARTING", "STOPPING", "BACKOFF"]
-        .iter()
-        .any(|s| out.contains(s))
+    let out = raw_call(sock, "supervisor.getAllProcessInfo");
+    out.contains("methodResponse")
+        && !["STARTING", "STOPPING", "BACKOFF"]
+            .iter()
+            .any(|s| out.contains(s))
 }
 
 /// Run a Python script with `SOCK` set to a socket path; returns its stdout.
