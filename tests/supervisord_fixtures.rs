@@ -14,10 +14,8 @@ use cfy_init::supervise::{LogTarget, RestartPolicy};
 use svd::{ctl, settled, wait_until, CfyInit};
 
 fn fixtures_dir() -> PathBuf {
-    let shared = Path::new("/work/shared/fixtures/supervisord-5.1.2");
-    if shared.is_dir() {
-        return shared.to_path_buf();
-    }
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/supervisord-5.1.2")
+}
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/supervisord-5.1.2")
 }
 

@@ -162,6 +162,7 @@ impl Service {
             description: self.description(),
             required: self.spec.required,
             kind: self.spec.kind,
+            origin: self.origin,
         }
     }
 

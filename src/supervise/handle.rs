@@ -16,7 +16,8 @@ use super::{
 };
 
 /// Where a set of service definitions came from; `apply` replaces one origin's set only.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum Origin {
     /// `supervise.services` in cfy-init's own config.
     Native,

@@ -458,6 +458,8 @@ pub struct ServiceInfo {
     pub description: String,
     pub required: bool,
     pub kind: ServiceKind,
+    /// Where the definition came from; supervisord's XML-RPC shows only its own programs.
+    pub origin: Origin,
 }
 
 /// Which output stream of a service.

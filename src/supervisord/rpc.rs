@@ -461,10 +461,19 @@ impl Rpc {
 
     // ---- process lookup and info ----------------------------------------------------
 
+    /// The supervisor's services that came from supervisord files. cfy-init's native
+    /// services stay out of this interface, so clients see exactly what supervisord would
+    /// show them (they are managed through the control API instead).
+    async fn program_infos(&self) -> Vec<ServiceInfo> {
+        let mut infos = self.handle.status().await;
+        infos.retain(|i| i.origin == Origin::Supervisord);
+        infos
+    }
+
     /// The processes of `name`'s group, or the one process it names.
     async fn resolve(&self, name: &str) -> Result<(String, Option<ServiceInfo>), Fault> {
         let (group, process) = split_namespec(name);
-        let infos = self.handle.status().await;
+        let infos = self.program_infos().await;
         if !infos.iter().any(|i| i.group == group) {
             return Err(Fault::with(faults::BAD_NAME, name));
         }
@@ -525,7 +534,7 @@ impl Rpc {
     }
 
     async fn get_all_process_info(&self) -> RpcResult {
-        let mut infos = self.handle.status().await;
+        let mut infos = self.program_infos().await;
         infos.sort_by(|a, b| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
         let specs = self.handle.specs().await;
         Ok(Value::Array(
@@ -876,7 +885,7 @@ impl Rpc {
     }
 
     async fn group_exists(&self, group: &str) -> Result<(), Fault> {
-        if self.handle.status().await.iter().any(|i| i.group == group) {
+        if self.program_infos().await.iter().any(|i| i.group == group) {
             Ok(())
         } else {
             Err(Fault::with(faults::BAD_NAME, group))
@@ -993,7 +1002,7 @@ impl Rpc {
         let Some(specs) = programs.active.get(name).cloned() else {
             return Err(Fault::with(faults::BAD_NAME, name));
         };
-        let infos = self.handle.status().await;
+        let infos = self.program_infos().await;
         let unstopped = infos
             .iter()
             .any(|i| i.group == name && !STOPPED_STATES.contains(&i.state));
