@@ -16,8 +16,6 @@ use svd::{ctl, settled, wait_until, CfyInit};
 fn fixtures_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/supervisord-5.1.2")
 }
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/supervisord-5.1.2")
-}
 
 /// Fill a Jinja template with plausible values: `{% if/for %}...{% end %}` blocks are
 /// dropped, `{{ expr }}` becomes a value chosen from the expression's name.
