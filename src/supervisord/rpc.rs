@@ -505,8 +505,7 @@ impl Rpc {
             (rank, p)
         };
         let mut infos: Vec<ServiceInfo> = self
-            .handle
-            .status()
+            .program_infos()
             .await
             .into_iter()
             .filter(|i| group.map_or(true, |g| i.group == g))
