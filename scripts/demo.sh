@@ -37,7 +37,11 @@ ls -la "$ROOT/cfy-persist"
 echo "== cfy-init status"
 "$BIN" --root "$ROOT" status || true
 
-echo "== SIGTERM (graceful shutdown)"
-kill -TERM "$INIT"
-wait "$INIT" && echo "cfy-init exited 0" || echo "cfy-init exited $?"
+echo "== SIGTERM to cfy-init (graceful shutdown)"
+# `unshare --fork` ignores SIGTERM itself, so signal the namespace's PID 1 (its child), as
+# `docker stop` signals the container's PID 1.
+kill -TERM "$(pgrep -P "$INIT")"
+status=0
+wait "$INIT" || status=$?
+echo "cfy-init exited $status"
 tail -n 5 "$SANDBOX/init.log"

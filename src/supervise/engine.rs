@@ -166,6 +166,15 @@ impl Service {
         }
     }
 
+    /// Exited on purpose and stays down: restart `never` and an expected exit code.
+    pub fn finished_as_expected(&self) -> bool {
+        self.state == ProcessState::Exited
+            && self.spec.restart == RestartPolicy::Never
+            && self
+                .last_exit
+                .is_some_and(|code| self.spec.exit_codes.contains(&code))
+    }
+
     /// supervisord-style description.
     fn description(&self) -> String {
         match (self.state, self.pid) {

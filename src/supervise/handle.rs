@@ -226,7 +226,9 @@ impl SupervisorHandle {
     }
 
     /// True when every required service is ready (tasks: completed). When no service is
-    /// marked required, every autostart service counts.
+    /// marked required, every autostart service counts. After-ready tasks never count
+    /// (they wait for readiness themselves), and a process that is never restarted counts
+    /// once it exited with an expected code (Cloudify's `cloudify-starter`).
     pub async fn all_ready(&self) -> bool {
         self.all_ready_now()
     }
@@ -240,6 +242,7 @@ impl SupervisorHandle {
         let any_required = st.services.values().any(|s| s.spec.required);
         st.services
             .values()
+            .filter(|s| s.spec.kind != ServiceKind::AfterReady)
             .filter(|s| {
                 if any_required {
                     s.spec.required
@@ -247,7 +250,7 @@ impl SupervisorHandle {
                     s.spec.autostart
                 }
             })
-            .all(|s| s.ready)
+            .all(|s| s.ready || s.finished_as_expected())
     }
 
     /// Begin a graceful shutdown (as SIGTERM would).
