@@ -68,12 +68,7 @@ pub async fn start(
     tasks.spawn(accept_unix(unix, app.clone()));
 
     let mut tcp_addr = None;
-    if let Some(addr) = &cfg.listen {
-        let token_file = cfg
-            .token_file
-            .as_deref()
-            .expect("validated: listen needs token_file");
-        let token = Token::from_file(token_file)?;
+    if let (Some(addr), Some(token)) = (&cfg.listen, token) {
         let listener = TcpListener::bind(addr).await.map_err(|e| HooksError::Tcp {
             addr: addr.clone(),
             source: e,
