@@ -409,3 +409,62 @@ async fn bad_requests_get_clear_errors() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn socket_group_and_mode_are_applied() {
+    let mut e = env("");
+    e.ctx.config.hooks.socket_mode = "0660".into();
+    e.ctx.config.hooks.socket_group = Some("postgres".into());
+    let (unix, _) = start(&e, BootState::new()).await;
+    let sock = e.root().join("run/cfy-init/control.sock");
+    let meta = std::fs::metadata(&sock).unwrap();
+    let pg = nix::unistd::Group::from_name("postgres").unwrap().unwrap();
+    assert_eq!(meta.mode() & 0o777, 0o660);
+    assert_eq!(meta.gid(), pg.gid.as_raw());
+    // The directories above must be traversable for the group member to reach it.
+    for d in [
+        e.root(),
+        &e.root().join("run"),
+        &e.root().join("run/cfy-init"),
+    ] {
+        std::fs::set_permissions(d, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+    let connect = |user: &str| {
+        std::process::Command::new("runuser")
+            .args(["-u", user, "--", "socat", "-u", "OPEN:/dev/null"])
+            .arg(format!("UNIX-CONNECT:{}", sock.display()))
+            .output()
+            .unwrap()
+    };
+    assert!(
+        connect("postgres").status.success(),
+        "group member connects"
+    );
+    assert!(!connect("nobody").status.success(), "others do not");
+    assert_eq!(get(&unix, "/healthz", None).await.status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn missing_token_file_is_a_clear_error() {
+    let mut e = env("");
+    std::fs::remove_file(e.root().join("etc/cfy-init/token")).unwrap();
+    let err = match hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new()).await {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("started without a token"),
+    };
+    assert!(
+        err.contains("etc/cfy-init/token") && err.contains("hooks.token_file"),
+        "{err}"
+    );
+    assert!(
+        !e.root().join("run/cfy-init/control.sock").exists(),
+        "no half-started API"
+    );
+    std::fs::write(e.root().join("etc/cfy-init/token"), "t").unwrap();
+    e.ctx.config.hooks.socket_group = Some("no-such-group-xyz".into());
+    let err = match hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new()).await {
+        Err(err) => err.to_string(),
+        Ok(_) => panic!("started with a bad group"),
+    };
+    assert!(err.contains("no-such-group-xyz"), "{err}");
+}

@@ -170,7 +170,7 @@ async fn responses_match_the_openapi_document() {
     assert!(e.len() > 5, "{e:?}");
 
     let env = env_with(
-        "quiesce:\n  services: [app]",
+        "quiesce:\n  services: [app]\n  pre: [[touch, \"{store}/../pre\"]]\n  post: [[touch, \"{store}/../post\"]]",
         "supervise:\n  services:\n    - name: app\n      command: [sleep, \"1000\"]\n      startsecs: 0s\n",
     );
     std::fs::write(env.store().join("data"), "d").unwrap();
@@ -204,6 +204,8 @@ async fn responses_match_the_openapi_document() {
         .await
         .json();
     let id = snap["id"].as_str().unwrap().to_string();
+    // Quiesce commands ran under the PID-1 reaper.
+    assert!(env.root().join("pre").exists() && env.root().join("post").exists());
     let job = call(Method::POST, "/snapshots", &[], "").await.json();
     let job_id = job["id"].as_str().unwrap().to_string();
     call(Method::POST, "/snapshots", &[], "").await; // 409 while the first one runs (or 202)

@@ -54,17 +54,21 @@ pub async fn start(
     let app = routes::router(state);
     let mut tasks = JoinSet::new();
 
+    // Read the token first: a bad token file must not leave a half-started API behind.
+    let token = match &cfg.listen {
+        Some(_) => Some(Token::from_file(
+            cfg.token_file
+                .as_deref()
+                .expect("validated: listen needs token_file"),
+        )?),
+        None => None,
+    };
     let unix = bind_unix(&cfg.socket, &cfg.socket_mode, cfg.socket_group.as_deref())?;
     tracing::info!(socket = %cfg.socket.display(), "control API listening");
     tasks.spawn(accept_unix(unix, app.clone()));
 
     let mut tcp_addr = None;
-    if let Some(addr) = &cfg.listen {
-        let token_file = cfg
-            .token_file
-            .as_deref()
-            .expect("validated: listen needs token_file");
-        let token = Token::from_file(token_file)?;
+    if let (Some(addr), Some(token)) = (&cfg.listen, token) {
         let listener = TcpListener::bind(addr).await.map_err(|e| HooksError::Tcp {
             addr: addr.clone(),
             source: e,

@@ -16,6 +16,9 @@ pub trait ServiceControl: Send + Sync + 'static {
     fn all_ready(&self) -> BoxFuture<'_, bool>;
     fn is_shutting_down(&self) -> bool;
     fn stats(&self) -> SupervisorStats;
+    /// True when a PID-1 reaper owns `waitpid` in this process, so child commands must be
+    /// run through [`crate::pid1::output`].
+    fn owns_reaping(&self) -> bool;
 }
 
 impl ServiceControl for SupervisorHandle {
@@ -42,6 +45,9 @@ impl ServiceControl for SupervisorHandle {
     }
     fn stats(&self) -> SupervisorStats {
         SupervisorHandle::stats(self)
+    }
+    fn owns_reaping(&self) -> bool {
+        true
     }
 }
 
@@ -72,5 +78,8 @@ impl ServiceControl for NoServices {
     }
     fn stats(&self) -> SupervisorStats {
         SupervisorStats::default()
+    }
+    fn owns_reaping(&self) -> bool {
+        false
     }
 }

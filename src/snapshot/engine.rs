@@ -272,7 +272,7 @@ impl Engine {
     /// On failure everything done so far is undone.
     async fn quiesce(&self) -> Result<Vec<String>, SnapshotError> {
         for cmd in &self.cfg.quiesce.pre {
-            if let Err(e) = run_command(cmd).await {
+            if let Err(e) = run_command(cmd, self.control.owns_reaping()).await {
                 self.run_post().await;
                 return Err(e);
             }
@@ -332,7 +332,7 @@ impl Engine {
 
     async fn run_post(&self) {
         for cmd in &self.cfg.quiesce.post {
-            if let Err(e) = run_command(cmd).await {
+            if let Err(e) = run_command(cmd, self.control.owns_reaping()).await {
                 tracing::error!(error = %e, "quiesce post command failed");
             }
         }
@@ -552,16 +552,30 @@ async fn spawn_blocking<T: Send + 'static>(
         .unwrap_or_else(|e| Err(SnapshotError::Other(format!("worker panicked: {e}"))))
 }
 
-/// Run one quiesce command; non-zero exit is an error naming the command.
-async fn run_command(argv: &[String]) -> Result<(), SnapshotError> {
+/// How long one quiesce command may run before its process group is killed.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// Run one quiesce command; non-zero exit is an error naming the command. Under the
+/// supervisor the reaper owns `waitpid`, so the command goes through it.
+async fn run_command(argv: &[String], via_reaper: bool) -> Result<(), SnapshotError> {
     let (prog, args) = argv
         .split_first()
         .ok_or_else(|| SnapshotError::Quiesce("empty command".into()))?;
-    let out = tokio::process::Command::new(prog)
-        .args(args)
-        .output()
-        .await
-        .map_err(|e| SnapshotError::Quiesce(format!("{prog}: {e}")))?;
+    let failed = |e: std::io::Error| SnapshotError::Quiesce(format!("{prog}: {e}"));
+    let out = if via_reaper {
+        let mut cmd = std::process::Command::new(prog);
+        cmd.args(args);
+        crate::pid1::output(&mut cmd, Some(COMMAND_TIMEOUT))
+            .await
+            .map_err(failed)?
+    } else {
+        let mut cmd = tokio::process::Command::new(prog);
+        cmd.args(args).kill_on_drop(true);
+        tokio::time::timeout(COMMAND_TIMEOUT, cmd.output())
+            .await
+            .map_err(|_| SnapshotError::Quiesce(format!("{prog}: timed out")))?
+            .map_err(failed)?
+    };
     if !out.status.success() {
         let err = String::from_utf8_lossy(&out.stderr);
         return Err(SnapshotError::Quiesce(format!(
