@@ -13,7 +13,8 @@ chmod 755 "$WORK"
 trap 'rm -rf "$WORK"' EXIT
 export CFY_INIT_LOG=info
 
-python3 - "$WORK" "$CFY_INIT" <<'PY' > "$WORK/results"
+# Debian's python3 has the supervisor package (for its XML-RPC transport).
+/usr/bin/python3 - "$WORK" "$CFY_INIT" <<'PY' > "$WORK/results"
 import json, os, pwd, socket, statistics, subprocess, sys, time
 work, cfy = sys.argv[1:]
 PG = "/usr/lib/postgresql/15/bin"
@@ -53,11 +54,11 @@ def web_ready():
             return s.recv(64).startswith(b"HTTP/1.1 200")
     except OSError:
         return False
-def wait(cond, limit=60):
+def wait(cond, limit=60, what=""):
     t = time.monotonic()
     while not cond():
         if time.monotonic() - t > limit:
-            raise SystemExit("timed out")
+            raise SystemExit(f"timed out waiting for {what or cond}")
         time.sleep(0.002)
 
 # --- cfy-init
@@ -70,6 +71,7 @@ open(cfg, "w").write(f"""supervise:
       command: {flow(pg_cmd)}
       user: postgres
       stop_signal: INT
+      crash_loop: {{max_restarts: 100, window: 1m}}  # the benchmark crashes it on purpose
       readiness: {{check: {{type: exec, command: [pg_isready, -q, -U, postgres, -h, 127.0.0.1, -p, "{pg_port}"]}}, interval: 20ms}}
     - name: nginx
       command: {flow(ng_cmd)}
@@ -148,9 +150,9 @@ for tool in ["cfy-init", "supervisord"]:
     for _ in range(5):
         t0 = time.monotonic()
         p = start(tool)
-        wait(lambda: pg_ready() and web_ready())
+        wait(lambda: pg_ready() and web_ready(), what=f"{tool}: services answering")
         external.append(time.monotonic() - t0)
-        wait(cfy_all_ready if tool == "cfy-init" else sd_all_running)
+        wait(cfy_all_ready if tool == "cfy-init" else sd_all_running, what=f"{tool}: all ready")
         own.append(time.monotonic() - t0)
         crash_spawn, crash_ready = [], []
         if len(own) == 5:
@@ -158,15 +160,15 @@ for tool in ["cfy-init", "supervisord"]:
                 old = postmaster(p.pid)
                 t1 = time.monotonic()
                 os.kill(old, 9)
-                wait(lambda: (postmaster(p.pid) or old) != old)
+                wait(lambda: (postmaster(p.pid) or old) != old, what=f"{tool}: new postmaster")
                 crash_spawn.append(time.monotonic() - t1)
-                wait(pg_ready)
+                wait(pg_ready, what=f"{tool}: postgres back")
                 crash_ready.append(time.monotonic() - t1)
                 time.sleep(1.2)  # past startsecs, so the next crash is a crash, not a failed start
             print(f"crash_spawn {tool} {statistics.median(crash_spawn) * 1000:.3f}")
             print(f"crash_ready {tool} {statistics.median(crash_ready) * 1000:.3f}")
         p.terminate(); p.wait()
-        wait(lambda: not pg_ready() and not web_ready())
+        wait(lambda: not pg_ready() and not web_ready(), what=f"{tool}: services gone")
     print(f"boot_own {tool} {statistics.median(own) * 1000:.3f}")
     print(f"boot_ext {tool} {statistics.median(external) * 1000:.3f}")
 PY

@@ -87,6 +87,8 @@ pub(crate) struct Service {
     attempts: u32,
     /// Restarts within the crash-loop window.
     recent: VecDeque<Instant>,
+    /// Crashes in a row without becoming ready in between (drives the back-off).
+    crash_streak: u32,
     /// The supervisor should (re)start it when its dependencies allow.
     pub want_up: bool,
     then_start: bool,
@@ -119,6 +121,7 @@ impl Service {
             note: None,
             attempts: 0,
             recent: VecDeque::new(),
+            crash_streak: 0,
             then_start: false,
             replace_with: None,
             remove_after_stop: false,
@@ -763,6 +766,7 @@ impl State {
             return;
         }
         let code = exit_code(status);
+        let was_ready = svc.ready;
         svc.pid = None;
         svc.last_exit = Some(code);
         svc.stop_time = now_unix();
@@ -832,11 +836,14 @@ impl State {
             );
             return self.fail_for_good(name, reason);
         }
-        // The first restart is immediate; repeated ones in the window back off.
-        let delay = if in_window <= 1 {
+        // A service that was ready before it crashed restarts at once; crashes in a row
+        // without becoming ready in between back off (the crash-loop limit above bounds
+        // both).
+        svc.crash_streak = if was_ready { 0 } else { svc.crash_streak + 1 };
+        let delay = if svc.crash_streak == 0 {
             Duration::ZERO
         } else {
-            backoff_delay(&svc.spec, in_window - 1)
+            backoff_delay(&svc.spec, svc.crash_streak)
         };
         if delay.is_zero() {
             svc.want_up = true;
