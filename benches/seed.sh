@@ -25,7 +25,15 @@ calc() { python3 -c "print(round($1, 3))"; }
 python3 "$(dirname "$0")/gen_tree.py" "$WORK/r" "$FILES" "$MB"
 echo "tree: $(find "$WORK/r" | wc -l) entries, $(du -sm "$WORK/r" | cut -f1) MB on disk"
 
+reset_image() {  # undo the previous cfy-init run: image directories back, empty store
+  rm -rf "$WORK/r/cfy-persist"; mkdir "$WORK/r/cfy-persist"
+  for d in $DIRS; do
+    if [ -L "$WORK/r/$d" ]; then rm "$WORK/r/$d"; mv "$WORK/r/$d-initial" "$WORK/r/$d"; fi
+  done
+}
+
 run_cp() {  # cp -a of every directory into a store, like the legacy script (cp -rp) but keeping more
+  reset_image
   rm -rf "$WORK/cp"; mkdir -p "$WORK/cp"
   drop_caches
   local t0 t1 t2
@@ -41,10 +49,7 @@ run_cp() {  # cp -a of every directory into a store, like the legacy script (cp 
 }
 
 run_cfy() {
-  rm -rf "$WORK/r/cfy-persist"; mkdir "$WORK/r/cfy-persist"
-  for d in $DIRS; do  # undo the previous run's links
-    if [ -L "$WORK/r/$d" ]; then rm "$WORK/r/$d"; mv "$WORK/r/$d-initial" "$WORK/r/$d"; fi
-  done
+  reset_image
   drop_caches
   local t0 t1
   t0=$(now)

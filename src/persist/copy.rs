@@ -26,8 +26,9 @@ use filetime::FileTime;
 
 use super::fault;
 
-/// Files per batch handed to a worker, and the byte size at which a batch is cut early.
-const BATCH_FILES: usize = 128;
+/// Bytes of file data at which a directory's files are split into a separate job. Small
+/// files stay with the worker that listed their directory: creating files in one directory
+/// from several threads makes them contend for its lock and burns CPU spinning on it.
 const BATCH_BYTES: u64 = 32 << 20;
 /// Files at least this large get their writeback started right after the copy.
 const EARLY_WRITEBACK: u64 = 1 << 20;
@@ -266,8 +267,8 @@ impl Engine {
         Ok(())
     }
 
-    /// List one directory: subdirectories become jobs, files go out in batches; the last
-    /// batch is copied right here.
+    /// List one directory: subdirectories become jobs, files are copied right here (big
+    /// ones go out as separate jobs, see [`BATCH_BYTES`]).
     fn copy_dir_entries(&self, src: &Path, dst: &Path) -> CopyResult<()> {
         let entries = fs::read_dir(src).map_err(at(src, "cannot read image directory"))?;
         let mut batch = Vec::new();
@@ -287,7 +288,7 @@ impl Engine {
             }
             batch_bytes += meta.len();
             batch.push((s, d, meta));
-            if batch.len() >= BATCH_FILES || batch_bytes >= BATCH_BYTES {
+            if batch_bytes >= BATCH_BYTES {
                 self.push(Job::Files(std::mem::take(&mut batch)));
                 batch_bytes = 0;
             }
