@@ -56,6 +56,10 @@ fn symlink(
             notes.push(format!("replaced link to {}", current.display()));
             LinkOutcome::Replaced
         }
+        Ok(m) if m.is_dir() && move_was_committed(&initial) => {
+            finish_committed_move(dir, &initial, copy)?;
+            LinkOutcome::Linked
+        }
         Ok(m) if m.is_dir() => {
             if fs::symlink_metadata(&initial).is_ok() {
                 return Err(PersistError::Layout {
@@ -67,12 +71,7 @@ fn symlink(
                     ),
                 });
             }
-            fs::rename(dir, &initial).map_err(|e| {
-                PersistError::io(dir, "cannot move the image directory to -initial", e)
-            })?;
-            sync_parent(dir)?;
-            fault::point("moved to -initial");
-            replace_with_symlink(dir, copy)?;
+            move_to_initial(dir, &initial, copy)?;
             LinkOutcome::Linked
         }
         Ok(_) => {
@@ -91,7 +90,88 @@ fn symlink(
         }
         Err(e) => return Err(PersistError::io(dir, "cannot inspect", e)),
     };
+    // A crash between removing the image directory and dropping the marker of an overlay
+    // move leaves the marker behind; `dir` is a link now, so it has no meaning any more.
+    let marker = sibling(&initial, ".cfy-moved");
+    if fs::symlink_metadata(&marker).is_ok() {
+        fs::remove_file(&marker)
+            .map_err(|e| PersistError::io(&marker, "cannot remove marker", e))?;
+    }
     Ok((outcome, notes))
+}
+
+/// Move the image directory `dir` to `initial` and link `dir` to `copy`. A rename when the
+/// file system allows it; on overlayfs (Docker's overlay2, containerd) a directory of a
+/// lower image layer cannot be renamed (EXDEV), so it is copied and then removed instead.
+fn move_to_initial(dir: &Path, initial: &Path, copy: &Path) -> Result<(), PersistError> {
+    match fs::rename(dir, initial) {
+        Ok(()) => {
+            sync_parent(dir)?;
+            fault::point("moved to -initial");
+            replace_with_symlink(dir, copy)
+        }
+        Err(e) if e.raw_os_error() == Some(libc::EXDEV) => copy_to_initial(dir, initial, copy),
+        Err(e) => Err(PersistError::io(
+            dir,
+            "cannot move the image directory to -initial",
+            e,
+        )),
+    }
+}
+
+/// The EXDEV fallback, crash-safe: copy `dir` to a staging sibling, write the commit marker,
+/// rename the copy to `initial`, then remove `dir` and link it. Before the marker exists a
+/// crash leaves only staging, redone next boot; after it, the next boot finishes the move
+/// ([`finish_committed_move`]) instead of refusing a real `dir` beside `initial`.
+fn copy_to_initial(dir: &Path, initial: &Path, copy: &Path) -> Result<(), PersistError> {
+    let staging = sibling(initial, ".cfy-partial");
+    if fs::symlink_metadata(&staging).is_ok() {
+        super::state::remove_any(&staging)
+            .map_err(|e| PersistError::io(&staging, "cannot remove an unfinished copy", e))?;
+    }
+    let opts = super::copy::CopyOptions {
+        workers: 2,
+        progress_interval: std::time::Duration::from_secs(5),
+        label: format!("{} -> {}", dir.display(), initial.display()),
+    };
+    super::copy::copy(&[(dir.to_path_buf(), staging.clone())], &opts)?;
+    super::copy::sync_filesystem(&staging)
+        .map_err(|e| PersistError::io(&staging, "cannot sync the copy", e))?;
+    fault::point("-initial copied");
+    let marker = sibling(initial, ".cfy-moved");
+    fs::write(&marker, b"")
+        .and_then(|()| fs::rename(&staging, initial))
+        .map_err(|e| PersistError::io(initial, "cannot put the image copy in place", e))?;
+    sync_parent(dir)?;
+    fault::point("-initial in place");
+    tracing::info!(dir = %dir.display(), "image directory copied to -initial (overlay file system)");
+    finish_committed_move(dir, initial, copy)
+}
+
+/// True when `initial` is the complete copy of a real `dir` that is still to be removed.
+fn move_was_committed(initial: &Path) -> bool {
+    fs::symlink_metadata(sibling(initial, ".cfy-moved")).is_ok()
+        && fs::symlink_metadata(initial).is_ok_and(|m| m.is_dir())
+}
+
+/// Remove the image directory whose copy is safely in `initial`, link it, drop the marker.
+fn finish_committed_move(dir: &Path, initial: &Path, copy: &Path) -> Result<(), PersistError> {
+    fs::remove_dir_all(dir)
+        .map_err(|e| PersistError::io(dir, "cannot remove the image directory", e))?;
+    sync_parent(dir)?;
+    fault::point("image directory removed");
+    replace_with_symlink(dir, copy)?;
+    let marker = sibling(initial, ".cfy-moved");
+    fs::remove_file(&marker).map_err(|e| PersistError::io(&marker, "cannot remove marker", e))?;
+    sync_parent(dir)
+}
+
+/// `.<name><suffix>` next to `path`.
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = OsString::from(".");
+    name.push(path.file_name().unwrap_or_default());
+    name.push(suffix);
+    path.with_file_name(name)
 }
 
 /// Put a symlink `dir -> target` in place atomically: create it under a temporary name,
