@@ -192,7 +192,7 @@ supervise:
       command: [sh, -c, "head -c 100000 /dev/zero | tr '\\0' x; echo; exec sleep 1000"]
       startsecs: 0s
 "#;
-    let mut init = sb.start(config, &[], "longline");
+    let init = sb.start(config, &[], "longline");
     // 100 000 bytes in pieces of at most 16 KiB: at least 7 log lines.
     poll("the long line", PATIENCE, || {
         let n = init
