@@ -2,30 +2,12 @@
 //! `OS_*` environment variables, for Keystone v3 password or application-credential auth.
 
 use std::collections::BTreeMap;
-use std::fmt;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A password or application-credential secret: never printed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
+/// A password or application-credential secret: never printed (cfy-init's own type).
+pub use cfy_init::config::Secret;
 
 /// How to authenticate against Keystone v3.
 #[derive(Debug, Clone)]
@@ -189,7 +171,7 @@ fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, CredsEr
             auth_url: env("OS_AUTH_URL"),
             username: env("OS_USERNAME"),
             user_id: env("OS_USER_ID"),
-            password: env("OS_PASSWORD").map(Secret),
+            password: env("OS_PASSWORD").map(Secret::new),
             project_name: env("OS_PROJECT_NAME").or_else(|| env("OS_TENANT_NAME")),
             project_id: env("OS_PROJECT_ID").or_else(|| env("OS_TENANT_ID")),
             user_domain_name: env("OS_USER_DOMAIN_NAME"),
@@ -200,7 +182,7 @@ fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Result<Credentials, CredsEr
             domain_id: env("OS_DOMAIN_ID"),
             application_credential_id: env("OS_APPLICATION_CREDENTIAL_ID"),
             application_credential_name: env("OS_APPLICATION_CREDENTIAL_NAME"),
-            application_credential_secret: env("OS_APPLICATION_CREDENTIAL_SECRET").map(Secret),
+            application_credential_secret: env("OS_APPLICATION_CREDENTIAL_SECRET").map(Secret::new),
         },
         auth_type: env("OS_AUTH_TYPE"),
         region_name: env("OS_REGION_NAME"),

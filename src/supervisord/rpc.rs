@@ -808,18 +808,16 @@ impl Rpc {
 
     async fn start_group(&self, group: &str, wait: bool) -> RpcResult {
         self.group_exists(group).await?;
-        let procs = self.members(Some(group)).await;
-        Ok(self
-            .for_each(
-                procs,
-                |i| !RUNNING_STATES.contains(&i.state),
-                |n| async move { self.start_process(&n, wait).await },
-            )
-            .await)
+        self.start_members(Some(group), wait).await
     }
 
     async fn start_all(&self, wait: bool) -> RpcResult {
-        let procs = self.members(None).await;
+        self.start_members(None, wait).await
+    }
+
+    /// Start every process of `group` (all processes for `None`) that is not running.
+    async fn start_members(&self, group: Option<&str>, wait: bool) -> RpcResult {
+        let procs = self.members(group).await;
         Ok(self
             .for_each(
                 procs,
@@ -831,18 +829,16 @@ impl Rpc {
 
     async fn stop_group(&self, group: &str, wait: bool) -> RpcResult {
         self.group_exists(group).await?;
-        let procs = self.members(Some(group)).await;
-        Ok(self
-            .for_each(
-                procs,
-                |i| RUNNING_STATES.contains(&i.state),
-                |n| async move { self.stop_process(&n, wait).await },
-            )
-            .await)
+        self.stop_members(Some(group), wait).await
     }
 
     async fn stop_all(&self, wait: bool) -> RpcResult {
-        let procs = self.members(None).await;
+        self.stop_members(None, wait).await
+    }
+
+    /// Stop every running process of `group` (all processes for `None`).
+    async fn stop_members(&self, group: Option<&str>, wait: bool) -> RpcResult {
+        let procs = self.members(group).await;
         Ok(self
             .for_each(
                 procs,
@@ -854,22 +850,16 @@ impl Rpc {
 
     async fn signal_group(&self, group: &str, signal: &str) -> RpcResult {
         self.group_exists(group).await?;
-        let procs = self.members(Some(group)).await;
-        let signal = signal.to_string();
-        Ok(self
-            .for_each(
-                procs,
-                |i| SIGNALLABLE_STATES.contains(&i.state),
-                |n| {
-                    let signal = signal.clone();
-                    async move { self.signal_process(&n, &signal).await }
-                },
-            )
-            .await)
+        self.signal_members(Some(group), signal).await
     }
 
     async fn signal_all(&self, signal: &str) -> RpcResult {
-        let procs = self.members(None).await;
+        self.signal_members(None, signal).await
+    }
+
+    /// Signal every signallable process of `group` (all processes for `None`).
+    async fn signal_members(&self, group: Option<&str>, signal: &str) -> RpcResult {
+        let procs = self.members(group).await;
         let signal = signal.to_string();
         Ok(self
             .for_each(
