@@ -356,18 +356,26 @@ async fn restore(
     Ok(Json(job.info()).into_response())
 }
 
-async fn read_restore_id(
+/// A small JSON request body (at most 64 KiB); a 400 error names the shape `expected`.
+async fn json_body<T: serde::de::DeserializeOwned>(
     body: Body,
-) -> Result<RestoreSource, (StatusCode, Json<serde_json::Value>)> {
+    expected: &str,
+) -> Result<T, (StatusCode, Json<serde_json::Value>)> {
     let bytes: Bytes = axum::body::to_bytes(body, 64 * 1024)
         .await
         .map_err(|e| error_json(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
-    let r: RestoreById = serde_json::from_slice(&bytes).map_err(|e| {
+    serde_json::from_slice(&bytes).map_err(|e| {
         error_json(
             StatusCode::BAD_REQUEST,
-            format!("bad JSON body: {e}; expected {{\"id\": \"<snapshot id>\"}}"),
+            format!("bad JSON body: {e}; expected {expected}"),
         )
-    })?;
+    })
+}
+
+async fn read_restore_id(
+    body: Body,
+) -> Result<RestoreSource, (StatusCode, Json<serde_json::Value>)> {
+    let r: RestoreById = json_body(body, r#"{"id": "<snapshot id>"}"#).await?;
     crate::snapshot::check_id(&r.id).map_err(snapshot_error)?;
     Ok(RestoreSource::Id(r.id))
 }
@@ -432,15 +440,7 @@ struct CloudifyRequest {
 async fn cloudify_request(
     body: Body,
 ) -> Result<CloudifyRequest, (StatusCode, Json<serde_json::Value>)> {
-    let bytes = axum::body::to_bytes(body, 64 * 1024)
-        .await
-        .map_err(|e| error_json(StatusCode::BAD_REQUEST, format!("cannot read body: {e}")))?;
-    let r: CloudifyRequest = serde_json::from_slice(&bytes).map_err(|e| {
-        error_json(
-            StatusCode::BAD_REQUEST,
-            format!("bad JSON body: {e}; expected {{\"id\": \"<name>\", \"force\": false}}"),
-        )
-    })?;
+    let r: CloudifyRequest = json_body(body, r#"{"id": "<name>", "force": false}"#).await?;
     crate::snapshot::check_id(&r.id).map_err(snapshot_error)?;
     Ok(r)
 }
