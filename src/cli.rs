@@ -98,6 +98,7 @@ fn config_file(cli: &Cli, root: &Root) -> Option<PathBuf> {
 }
 
 pub fn main() -> ExitCode {
+    crate::process::init();
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,

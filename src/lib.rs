@@ -25,6 +25,7 @@ pub mod logging;
 pub mod patch;
 pub mod persist;
 pub mod pid1;
+pub mod process;
 pub mod secret;
 pub mod snapshot;
 pub mod supervise;

@@ -145,7 +145,10 @@ pub async fn watch(ctx: Context) {
     if cfg.recheck_interval.is_zero() {
         return;
     }
-    let mut tick = tokio::time::interval(cfg.recheck_interval);
+    // The boot step checked just now: the first recheck is one interval later (an immediate
+    // tick would start a blocking-pool thread during start-up for nothing).
+    let first = tokio::time::Instant::now() + cfg.recheck_interval;
+    let mut tick = tokio::time::interval_at(first, cfg.recheck_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_error: Option<String> = None;
     let mut last_missing: Vec<String> = Vec::new();

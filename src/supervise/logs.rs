@@ -170,6 +170,11 @@ pub async fn pump(
             return;
         }
     };
+    // The read buffer is allocated at the first output: many services never write, and 8 KiB
+    // per pipe adds up with dozens of services.
+    if pipe.readable().await.is_err() {
+        return;
+    }
     let mut chunk = vec![0u8; 8192];
     let mut pending: Vec<u8> = Vec::new();
     loop {
