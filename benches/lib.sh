@@ -4,7 +4,8 @@
 # where ratio is always ours / theirs; the goal says which side of 1 is good
 set -euo pipefail
 BENCH_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-CFY_INIT="${CFY_INIT:-$BENCH_ROOT/target/release/cfy-init}"
+# The release artifact: scripts/build-release.sh's static binary (what the images ship).
+CFY_INIT="${CFY_INIT:-$BENCH_ROOT/target/x86_64-unknown-linux-gnu/release/cfy-init}"
 
 # ratio NAME OURS PEER_NAME THEIRS UNIT GOAL
 ratio() {
@@ -20,5 +21,5 @@ PY
 
 # build_release: make sure the release binary exists and is current.
 build_release() {
-  (cd "$BENCH_ROOT" && cargo build --release --workspace --bins -q)
+  "$BENCH_ROOT/scripts/build-release.sh" >/dev/null
 }

@@ -100,22 +100,13 @@ impl Config {
 
     /// Load the default layered with `file` (when given), validate it and re-root it.
     pub fn load(file: Option<&Path>, root: &Root) -> Result<Config, ConfigError> {
-        let mut merged: Value = serde_norway::from_str(&default_yaml())
-            .expect("the embedded default config is valid YAML");
-        let mut source = PathBuf::from("<embedded default>");
-        if let Some(file) = file {
-            let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
-                path: file.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            // Typed parse of the file alone: errors point into the user's own file.
-            from_str(&text, file)?;
-            let user: Value = serde_norway::from_str(&text).map_err(|e| parse_error(file, e))?;
-            merge(&mut merged, user);
-            source = file.to_path_buf();
-        }
-        let mut config: Config =
-            serde_norway::from_value(merged).map_err(|e| parse_error(&source, e))?;
+        let (mut config, source) = match file {
+            None => (
+                serde_json::from_str(DEFAULT_JSON).expect("the embedded default is valid"),
+                PathBuf::from("<embedded default>"),
+            ),
+            Some(file) => (layered(file)?, file.to_path_buf()),
+        };
         for section in config.sections_mut() {
             section.validate().map_err(|msg| ConfigError::Invalid {
                 path: source.clone(),
@@ -137,6 +128,25 @@ impl Config {
     pub fn to_yaml_redacted(&self) -> String {
         serde_norway::to_string(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
+}
+
+/// The embedded default as one JSON object, converted from [`DEFAULT_FRAGMENTS`] by build.rs:
+/// parsing the YAML at every start was most of the init's start-up CPU time.
+const DEFAULT_JSON: &str = include_str!(concat!(env!("OUT_DIR"), "/default-config.json"));
+
+/// `file` merged over the embedded default, typed.
+fn layered(file: &Path) -> Result<Config, ConfigError> {
+    let text = std::fs::read_to_string(file).map_err(|e| ConfigError::Read {
+        path: file.to_path_buf(),
+        reason: e.to_string(),
+    })?;
+    // Typed parse of the file alone: errors point into the user's own file.
+    from_str(&text, file)?;
+    let user: Value = serde_norway::from_str(&text).map_err(|e| parse_error(file, e))?;
+    let mut merged: Value =
+        serde_json::from_str(DEFAULT_JSON).expect("the embedded default is valid JSON");
+    merge(&mut merged, user);
+    serde_norway::from_value(merged).map_err(|e| parse_error(file, e))
 }
 
 impl Section for crate::logging::LogConfig {
@@ -305,6 +315,20 @@ mod tests {
     fn embedded_default_is_valid() {
         let c = Config::load(None, &Root::default()).unwrap();
         assert_eq!(c.persist.store, PathBuf::from("/cfy-persist"));
+    }
+
+    /// The JSON that build.rs embeds says exactly what the YAML fragments say.
+    #[test]
+    fn embedded_json_matches_the_yaml_fragments() {
+        let from_json = Config::load(None, &Root::default()).unwrap();
+        let from_yaml = Config::embedded();
+        assert_eq!(
+            serde_json::to_value(&from_json).unwrap(),
+            serde_json::to_value(&from_yaml).unwrap()
+        );
+        let merged: Value = serde_json::from_str(DEFAULT_JSON).unwrap();
+        let yaml: Value = serde_norway::from_str(&default_yaml()).unwrap();
+        assert_eq!(merged, yaml);
     }
 
     #[test]
