@@ -211,7 +211,9 @@ impl Engine {
                 self.cfg.compression.clone(),
                 created.clone(),
             );
-            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes)).await
+            // `true`: each staged file is deleted once archived (the copy is temporary).
+            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes, true))
+                .await
         };
         copy::remove_tree(&staged);
         let written = match written {
