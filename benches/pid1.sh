@@ -2,6 +2,7 @@
 # PID-1 duty benchmarks, cfy-init against tini, dumb-init and catatonit side by side:
 #   - wall time of `INIT -- /bin/true` (hyperfine)
 #   - reap rate of a 10 000-orphan storm, each init as PID 1 of a fresh PID namespace
+#     (median of 5 interleaved rounds)
 #   - SIGTERM forward latency (signal sent to the init → received by the child)
 #   - idle RSS (one child), plus cfy-init's RSS and wake-ups per second with 10 services
 source "$(dirname "$0")/lib.sh"
@@ -42,16 +43,21 @@ N = 10000
 # Reap rate: the main command forks N orphans, then waits until /proc shows no zombie.
 storm = f"""i=0; while [ $i -lt {N} ]; do (true &); i=$((i+1)); done
 while cat /proc/[0-9]*/stat 2>/dev/null | awk '$3 == "Z" {{z=1}} END {{exit !z}}'; do :; done"""
-def storm_time(prefix):
-    best = None
-    for _ in range(3):
-        t = time.perf_counter()
-        subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *prefix.split(), "sh", "-c", storm], check=True)
-        d = time.perf_counter() - t
-        best = d if best is None else min(best, d)
-    return N / best
-for name, prefix in inits.items():
-    print(f"storm {name} {storm_time(prefix):.1f}", flush=True)
+# Rounds interleave the inits (rotating who goes first) and the rate is N / the median
+# time: a storm swings by +-20 % on this machine, and best-of-3 of one init after the other
+# compared whichever init happened to meet a quiet moment.
+def storm_once(prefix):
+    t = time.perf_counter()
+    subprocess.run(["unshare", "--pid", "--fork", "--mount-proc", *prefix.split(), "sh", "-c", storm], check=True)
+    return time.perf_counter() - t
+ROUNDS = 5
+times = {name: [] for name in inits}
+names = list(inits)
+for r in range(ROUNDS):
+    for name in names[r % len(names):] + names[:r % len(names)]:
+        times[name].append(storm_once(inits[name]))
+for name in names:
+    print(f"storm {name} {N / statistics.median(times[name]):.1f}", flush=True)
 
 # SIGTERM forward latency: the child stamps the time it received TERM.
 child = os.path.join(work, "child.py")

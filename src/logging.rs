@@ -52,11 +52,16 @@ pub fn init(format: LogFormat, level: &str, main_log_bytes: Option<usize>) {
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::util::SubscriberInitExt;
     use tracing_subscriber::{fmt, EnvFilter, Layer};
-    let filter = std::env::var("CFY_INIT_LOG")
-        .ok()
-        .and_then(|f| EnvFilter::try_new(f).ok())
-        .or_else(|| EnvFilter::try_new(level).ok())
-        .unwrap_or_else(|| EnvFilter::new("info"));
+    // One filter per layer (an EnvFilter cannot be shared): the ring keeps the lines the
+    // output shows. Unfiltered, it made every disabled `debug!` live and formatted each
+    // XML-RPC call into the ring.
+    let filter = || {
+        std::env::var("CFY_INIT_LOG")
+            .ok()
+            .and_then(|f| EnvFilter::try_new(f).ok())
+            .or_else(|| EnvFilter::try_new(level).ok())
+            .unwrap_or_else(|| EnvFilter::new("info"))
+    };
     // Colour only for a person at a terminal: `docker logs` and log collectors get plain text.
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = fmt::layer().with_writer(std::io::stderr).with_target(false);
@@ -64,9 +69,10 @@ pub fn init(format: LogFormat, level: &str, main_log_bytes: Option<usize>) {
         LogFormat::Text => output.with_ansi(ansi).boxed(),
         LogFormat::Json => output.json().flatten_event(true).boxed(),
     };
-    let ring = main_log_bytes.map(crate::supervisord::mainlog::install);
+    let ring =
+        main_log_bytes.map(|cap| crate::supervisord::mainlog::install(cap).with_filter(filter()));
     let _ = tracing_subscriber::registry()
-        .with(output.with_filter(filter))
+        .with(output.with_filter(filter()))
         .with(ring)
         .try_init();
 }

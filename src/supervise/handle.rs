@@ -98,6 +98,17 @@ impl SupervisorHandle {
             .collect()
     }
 
+    /// Every service in start order, each with what `pick` takes from its spec, under one
+    /// lock (for callers that need a field or two: cloning whole specs is not cheap).
+    pub fn status_with<T>(&self, mut pick: impl FnMut(&ServiceSpec) -> T) -> Vec<(ServiceInfo, T)> {
+        let st = self.shared.lock();
+        st.order
+            .iter()
+            .filter_map(|n| st.services.get(n))
+            .map(|s| (s.info(), pick(&s.spec)))
+            .collect()
+    }
+
     /// One service.
     pub async fn info(&self, name: &str) -> Result<ServiceInfo, SuperviseError> {
         self.shared

@@ -43,12 +43,11 @@ impl MainLog {
     pub fn append(&self, data: &[u8]) {
         let total = {
             let mut r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-            for &b in data {
-                if r.bytes.len() == r.capacity {
-                    r.bytes.pop_front();
-                }
-                r.bytes.push_back(b);
-            }
+            // Whole slices, not byte by byte: this runs for every log line.
+            let keep = &data[data.len().saturating_sub(r.capacity)..];
+            let over = (r.bytes.len() + keep.len()).saturating_sub(r.capacity);
+            r.bytes.drain(..over);
+            r.bytes.extend(keep);
             r.total += data.len() as u64;
             r.total
         };
@@ -58,7 +57,8 @@ impl MainLog {
     /// The retained bytes and the total ever written (so they cover `total-len..total`).
     pub fn snapshot(&self) -> (Vec<u8>, u64) {
         let r = self.inner.lock().unwrap_or_else(|e| e.into_inner());
-        (r.bytes.iter().copied().collect(), r.total)
+        let (a, b) = r.bytes.as_slices();
+        ([a, b].concat(), r.total)
     }
 
     /// Drop everything retained (`clearLog`).
@@ -159,6 +159,18 @@ mod tests {
         assert_eq!(log.snapshot(), (b"cdef".to_vec(), 6));
         log.clear();
         assert_eq!(log.snapshot(), (Vec::new(), 6));
+    }
+
+    #[test]
+    fn ring_wraps_across_appends() {
+        let log = MainLog::new(5);
+        log.append(b"abc");
+        log.append(b"de");
+        assert_eq!(log.snapshot(), (b"abcde".to_vec(), 5));
+        log.append(b"fg");
+        assert_eq!(log.snapshot(), (b"cdefg".to_vec(), 7));
+        log.append(b"hijklmn");
+        assert_eq!(log.snapshot(), (b"jklmn".to_vec(), 14));
     }
 
     #[test]

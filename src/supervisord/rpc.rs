@@ -526,37 +526,39 @@ impl Rpc {
         match self.resolve(name).await? {
             (_, Some(info)) => {
                 let spec = self.spec_of(&info.name).await;
-                Ok(self.process_info(&info, spec.as_ref()))
+                let logs = spec.map(|s| self.log_names(&s)).unwrap_or_default();
+                Ok(self.process_info(&info, logs))
             }
             (_, None) => Err(Fault::with(faults::BAD_NAME, name)),
         }
     }
 
+    /// Every call of `supervisorctl status`: the log names are taken under the supervisor's
+    /// lock, so no spec is cloned.
     async fn get_all_process_info(&self) -> RpcResult {
-        let mut infos = self.program_infos().await;
-        infos.sort_by(|a, b| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
-        let specs = self.handle.specs().await;
+        let mut rows = self.handle.status_with(|s| self.log_names(s));
+        rows.retain(|(i, _)| i.origin == Origin::Supervisord);
+        rows.sort_by(|(a, _), (b, _)| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
         Ok(Value::Array(
-            infos
-                .iter()
-                .map(|i| self.process_info(i, specs.iter().find(|s| s.name == i.name)))
+            rows.into_iter()
+                .map(|(i, logs)| self.process_info(&i, logs))
                 .collect(),
         ))
     }
 
-    fn process_info(&self, info: &ServiceInfo, spec: Option<&ServiceSpec>) -> Value {
-        let now = now_secs();
-        let (stdout, stderr) = match spec {
-            Some(s) => (
-                self.logfile_name(&s.stdout, Stream::Stdout),
-                if s.redirect_stderr {
-                    String::new()
-                } else {
-                    self.logfile_name(&s.stderr, Stream::Stderr)
-                },
-            ),
-            None => (String::new(), String::new()),
+    /// `(stdout_logfile, stderr_logfile)` as supervisord shows them.
+    fn log_names(&self, s: &ServiceSpec) -> (String, String) {
+        let stderr = if s.redirect_stderr {
+            String::new()
+        } else {
+            self.logfile_name(&s.stderr, Stream::Stderr)
         };
+        (self.logfile_name(&s.stdout, Stream::Stdout), stderr)
+    }
+
+    fn process_info(&self, info: &ServiceInfo, logs: (String, String)) -> Value {
+        let now = now_secs();
+        let (stdout, stderr) = logs;
         let spawnerr = spawnerr_of(info);
         let description = describe(info, &spawnerr, now);
         Value::structure([

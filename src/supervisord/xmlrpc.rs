@@ -1,6 +1,8 @@
 //! The XML-RPC wire format: parsing `methodCall` bodies (with quick-xml) and writing
 //! `methodResponse` bodies the way Python's `xmlrpc.client` expects them.
 
+use std::fmt::Write as _;
+
 use quick_xml::events::Event;
 use quick_xml::Reader;
 
@@ -216,7 +218,7 @@ fn write_value(out: &mut String, v: &Value) {
     out.push_str("<value>");
     match v {
         Value::Int(i) => {
-            out.push_str(&format!("<int>{i}</int>"));
+            let _ = write!(out, "<int>{i}</int>");
         }
         Value::Bool(b) => out.push_str(if *b {
             "<boolean>1</boolean>"
@@ -228,7 +230,9 @@ fn write_value(out: &mut String, v: &Value) {
             escape_into(out, s);
             out.push_str("</string>");
         }
-        Value::Double(d) => out.push_str(&format!("<double>{d:?}</double>")),
+        Value::Double(d) => {
+            let _ = write!(out, "<double>{d:?}</double>");
+        }
         Value::DateTime(s) => {
             out.push_str("<dateTime.iso8601>");
             escape_into(out, s);
@@ -265,17 +269,26 @@ fn write_value(out: &mut String, v: &Value) {
 
 /// Escape like xmlrpc.client, and replace characters XML 1.0 cannot carry (control bytes
 /// in a program's output would otherwise make the client's parser fail).
+/// Runs of plain text are copied whole (this writes every string of every answer).
 fn escape_into(out: &mut String, s: &str) {
-    for c in s.chars() {
+    let mut rest = s;
+    while let Some(i) = rest.find(needs_escape) {
+        out.push_str(&rest[..i]);
+        let c = rest[i..].chars().next().expect("found at a char boundary");
         match c {
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
-            '\t' | '\n' | '\r' => out.push(c),
-            c if (c as u32) < 0x20 || c == '\u{FFFE}' || c == '\u{FFFF}' => out.push('\u{FFFD}'),
-            c => out.push(c),
+            _ => out.push('\u{FFFD}'),
         }
+        rest = &rest[i + c.len_utf8()..];
     }
+    out.push_str(rest);
+}
+
+fn needs_escape(c: char) -> bool {
+    matches!(c, '&' | '<' | '>' | '\u{FFFE}' | '\u{FFFF}')
+        || ((c as u32) < 0x20 && !matches!(c, '\t' | '\n' | '\r'))
 }
 
 #[cfg(test)]
@@ -336,5 +349,18 @@ mod tests {
         );
         let parsed = parse_call(call.as_bytes()).unwrap();
         assert_eq!(parsed.params[0].member("name"), Some(&Value::str("a<b")));
+    }
+
+    #[test]
+    fn escapes_like_xmlrpc_client_and_replaces_what_xml_cannot_carry() {
+        let mut out = String::new();
+        escape_into(&mut out, "a&b<c>d\te\nf\rg\u{1}h\u{FFFE}i\u{FFFF}jé€");
+        assert_eq!(
+            out,
+            "a&amp;b&lt;c&gt;d\te\nf\rg\u{FFFD}h\u{FFFD}i\u{FFFD}jé€"
+        );
+        out.clear();
+        escape_into(&mut out, "&");
+        assert_eq!(out, "&amp;");
     }
 }
