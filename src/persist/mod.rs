@@ -49,8 +49,8 @@ pub struct PersistConfig {
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub progress_interval: Duration,
-    /// Copy threads; 0 means twice the CPUs (at least 4, at most 16): copying waits on
-    /// metadata I/O more than it computes.
+    /// Copy threads; 0 means eight per CPU (at least 8, at most 64): a cold-cache copy
+    /// waits on reads and metadata I/O far more than it computes.
     pub workers: usize,
     /// How the image is identified (used by `on_new_image: add-missing`).
     pub image_id: ImageIdConfig,
