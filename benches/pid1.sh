@@ -21,6 +21,12 @@ declare -A PEERS=(
 )
 OURS="$CFY run --"
 
+# How much of linker/startup.order this binary honours (symbol names drift when code or
+# dependencies change; regenerate with scripts/gen-startup-order.sh when this drops).
+order="$BENCH_ROOT/linker/startup.order"
+placed=$(comm -12 <(nm --defined-only "$CFY_INIT" 2>/dev/null | awk '{print $3}' | sort -u) <(sort -u "$order") | wc -l)
+echo "METRIC start-up symbols placed by linker/startup.order: $placed of $(sort -u "$order" | wc -l)"
+
 # --- wall time of /bin/true
 json="$WORK/true.json"
 hyperfine -N -w 20 -r 300 --export-json "$json" \
