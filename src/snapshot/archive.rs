@@ -94,20 +94,16 @@ impl<R: Read> Read for HashReader<'_, R> {
 }
 
 /// Archive the tree `src` into the new file `out` (fsynced). On error the caller removes
-/// `out`. `progress` counts uncompressed file bytes read. With `consume`, each file of
-/// `src` is deleted once archived: `src` is a staged copy that goes away afterwards anyway,
-/// and dropping its page cache early saves writing it back to disk.
+/// `out`. `progress` counts uncompressed file bytes read. Each file of `src` is deleted
+/// once archived: `src` is a staged copy that goes away afterwards anyway, and dropping its
+/// page cache early saves writing it back to disk.
 pub fn write_archive(
     src: &Path,
     out: &Path,
     compression: &Compression,
     created: &str,
     progress: &AtomicU64,
-    consume: bool,
 ) -> Result<Written, SnapshotError> {
-    if !consume {
-        return write_tar_zst(src, out, compression, created, progress, None);
-    }
     let (tx, rx) = crossbeam_channel::unbounded::<PathBuf>();
     std::thread::scope(|s| {
         // An unlink waits for writeback under way on that file; on its own thread the wait
@@ -119,12 +115,12 @@ pub fn write_archive(
             }
         });
         let tx = tx;
-        write_tar_zst(src, out, compression, created, progress, Some(&tx))
+        write_tar_zst(src, out, compression, created, progress, &tx)
     })
 }
 
 /// Files archived so far are sent here for deletion.
-type Consumed<'a> = Option<&'a crossbeam_channel::Sender<PathBuf>>;
+type Consumed<'a> = &'a crossbeam_channel::Sender<PathBuf>;
 
 fn write_tar_zst(
     src: &Path,
@@ -287,9 +283,7 @@ fn add_dir<W: Write>(
                 .map_err(io_err)?;
             entry.sha256 = Some(hex::encode(reader.hasher.finalize()));
             entries.push(entry);
-            if let Some(tx) = consumed {
-                let _ = tx.send(path);
-            }
+            let _ = consumed.send(path);
         }
     }
     Ok(())
@@ -353,7 +347,7 @@ mod tests {
 
         let out = tmp.path().join("snap.tar.zst");
         let comp = Compression::default();
-        let w = write_archive(&staged, &out, &comp, "t", &AtomicU64::new(0), true).unwrap();
+        let w = write_archive(&staged, &out, &comp, "t", &AtomicU64::new(0)).unwrap();
         assert_eq!(w.total_bytes, want_bytes);
         assert!(
             files_under(&staged).is_empty(),

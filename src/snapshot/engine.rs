@@ -211,9 +211,8 @@ impl Engine {
                 self.cfg.compression.clone(),
                 created.clone(),
             );
-            // `true`: each staged file is deleted once archived (the copy is temporary).
-            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes, true))
-                .await
+            // Each staged file is deleted once archived (the copy is temporary).
+            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes)).await
         };
         copy::remove_tree(&staged);
         let written = match written {

@@ -246,6 +246,13 @@ impl Params<'_> {
 }
 
 /// `group:name`, `group:*` or `name` → (group, Some(process) | None).
+/// Whether a service is one of supervisord's programs. cfy-init's native services stay out
+/// of this interface, so clients see exactly what supervisord would show them (they are
+/// managed through the control API instead).
+fn is_program(info: &ServiceInfo) -> bool {
+    info.origin == Origin::Supervisord
+}
+
 fn split_namespec(name: &str) -> (String, Option<String>) {
     match name.split_once(':') {
         Some((g, "*")) => (g.to_string(), None),
@@ -461,12 +468,10 @@ impl Rpc {
 
     // ---- process lookup and info ----------------------------------------------------
 
-    /// The supervisor's services that came from supervisord files. cfy-init's native
-    /// services stay out of this interface, so clients see exactly what supervisord would
-    /// show them (they are managed through the control API instead).
+    /// The supervisor's services that came from supervisord files (see [`is_program`]).
     async fn program_infos(&self) -> Vec<ServiceInfo> {
         let mut infos = self.handle.status().await;
-        infos.retain(|i| i.origin == Origin::Supervisord);
+        infos.retain(is_program);
         infos
     }
 
@@ -537,7 +542,7 @@ impl Rpc {
     /// lock, so no spec is cloned.
     async fn get_all_process_info(&self) -> RpcResult {
         let mut rows = self.handle.status_with(|s| self.log_names(s));
-        rows.retain(|(i, _)| i.origin == Origin::Supervisord);
+        rows.retain(|(i, _)| is_program(i));
         rows.sort_by(|(a, _), (b, _)| (&a.group, &a.name).cmp(&(&b.group, &b.name)));
         Ok(Value::Array(
             rows.into_iter()
