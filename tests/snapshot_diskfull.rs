@@ -1,6 +1,7 @@
-//! A snapshot that runs out of disk space: the error says so, the partial archive is
-//! removed, the staging copy is removed, the post command (service restart) ran, the store
-//! is unchanged, and a later snapshot with space works.
+//! A snapshot that runs out of disk space, with either strategy (`precopy` or a paused full
+//! copy): the error says so, the partial archive is removed, the staging copy is removed,
+//! the post command (service restart) ran, the store keeps its data, and a later snapshot
+//! with space works.
 
 #[path = "common/hooks.rs"]
 mod common;
@@ -20,15 +21,28 @@ impl Drop for Tmpfs {
     }
 }
 
-#[test]
-fn full_disk_leaves_nothing_behind() {
-    let e = env("quiesce:\n  services: []\n  pre: [[touch, \"{store}/../pre\"]]\n  post: [[touch, \"{store}/../post\"]]");
-    populate(&e.store());
-    // 4 MiB of incompressible data for a 512 KiB archive directory.
-    let mut f = std::fs::File::create(e.store().join("random.bin")).unwrap();
+/// 4 MiB of incompressible data: more than the 2 MiB archive directory holds (the
+/// populated store alone compresses to about 0.8 MiB).
+fn write_noise(path: &std::path::Path) {
+    let mut f = std::fs::File::create(path).unwrap();
     let noise: Vec<u8> = (0..4 << 20).map(|_| rand::random::<u8>()).collect();
     f.write_all(&noise).unwrap();
-    drop(f);
+}
+
+/// Run one snapshot into a 2 MiB archive directory and check that it fails cleanly:
+/// ENOSPC reported, the quiesce undone (`pre` and `post` both ran), no partial archive, no
+/// staging, the store as before but for what `added` names (checked by `check_added`);
+/// then a snapshot with space works. `setup` runs on the populated store first.
+fn full_disk_case(
+    snapshot_yaml: &str,
+    setup: impl Fn(&std::path::Path),
+    added: &[&str],
+    check_added: impl Fn(&std::path::Path),
+) {
+    let e = env(snapshot_yaml);
+    populate(&e.store());
+    setup(&e.store());
+    let before = fingerprint(&e.store());
     let archives = e.archives();
     std::fs::create_dir_all(&archives).unwrap();
     nix::mount::mount(
@@ -36,11 +50,10 @@ fn full_disk_leaves_nothing_behind() {
         &archives,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("size=512k"),
+        Some("size=2m"),
     )
     .unwrap();
     let guard = Tmpfs(archives.clone());
-    let before = fingerprint(&e.store());
 
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -56,7 +69,9 @@ fn full_disk_leaves_nothing_behind() {
     assert!(err.contains("No space left on device"), "{err}");
     assert!(
         e.root().join("pre").exists() && e.root().join("post").exists(),
-        "quiesce undone"
+        "quiesce undone: pre {} post {}: {err}",
+        e.root().join("pre").exists(),
+        e.root().join("post").exists()
     );
     let left: Vec<_> = std::fs::read_dir(&archives).unwrap().collect();
     assert!(left.is_empty(), "partial archive left: {left:?}");
@@ -66,7 +81,12 @@ fn full_disk_leaves_nothing_behind() {
         .filter(|n| n.starts_with(".cfy-snapshot-"))
         .collect();
     assert!(staging.is_empty(), "{staging:?}");
-    assert_eq!(fingerprint(&e.store()), before);
+    check_added(&e.store());
+    let mut after = fingerprint(&e.store());
+    for name in added {
+        after.remove(*name);
+    }
+    assert_eq!(after, before);
     let jobs = engine.jobs.list();
     assert_eq!(jobs[0].state, cfy_init::snapshot::JobState::Failed);
     assert!(engine.list().is_empty());
@@ -78,21 +98,34 @@ fn full_disk_leaves_nothing_behind() {
     assert_eq!(engine.list()[0].id, meta.id);
 }
 
+/// Full copy while paused, then the archive fills the disk after the services resumed.
 #[test]
-fn failing_pre_command_aborts_and_runs_post() {
-    let e = env("quiesce:\n  services: []\n  pre: [[/bin/sh, -c, \"echo cannot checkpoint >&2; exit 3\"]]\n  post: [[touch, \"{store}/../post\"]]");
-    populate(&e.store());
-    let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap();
-    let job = engine.begin_snapshot().unwrap();
-    let err = rt
-        .block_on(engine.run_snapshot(job))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("cannot checkpoint"), "{err}");
-    assert!(e.root().join("post").exists());
-    assert!(engine.list().is_empty());
+fn full_disk_after_a_paused_copy_leaves_nothing_behind() {
+    full_disk_case(
+        "precopy: false\nquiesce:\n  services: []\n  pre: [[touch, \"{store}/../pre\"]]\n  post: [[touch, \"{store}/../post\"]]",
+        |store| write_noise(&store.join("random.bin")),
+        &[],
+        |_| {},
+    );
+}
+
+/// Live archive: the pre command (run after the first pass) writes what then fills the
+/// disk in the catch-up pass; the post command still runs and the store keeps its data.
+#[test]
+fn full_disk_in_a_live_catch_up_pass_leaves_nothing_behind() {
+    let noise = tempfile::NamedTempFile::new().unwrap();
+    write_noise(noise.path());
+    let yaml = format!(
+        "quiesce:\n  services: []\n  pre: [[sh, -c, \"cp {} {{store}}/random.bin && touch {{store}}/../pre\"]]\n  post: [[touch, \"{{store}}/../post\"]]",
+        noise.path().display()
+    );
+    full_disk_case(
+        &yaml,
+        |_| {},
+        &["random.bin"],
+        |store| {
+            let got = std::fs::read(store.join("random.bin")).unwrap();
+            assert_eq!(got, std::fs::read(noise.path()).unwrap());
+        },
+    );
 }

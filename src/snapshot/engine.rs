@@ -8,9 +8,10 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
+use super::archive::{self, ArchiveWriter};
 use super::control::ServiceControl;
 use super::jobs::{Job, JobKind, Jobs};
-use super::{archive, check_id, copy, restore, verify, KeepRollback, SnapshotConfig};
+use super::{check_id, copy, restore, verify, KeepRollback, SnapshotConfig};
 use super::{SnapshotError, RESERVED_PREFIX};
 use crate::config::Context;
 use crate::fsutil;
@@ -172,51 +173,15 @@ impl Engine {
         }
         let dir = self.cfg.archive_dir.clone();
         fs::create_dir_all(&dir).map_err(|e| SnapshotError::io(&dir, e))?;
-        let staged = self.store.join(format!("{RESERVED_PREFIX}copy-{id}"));
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-
-        // The pause: as short as a tree copy (a reflink where the file system can).
-        job.phase("quiesce");
-        let paused = Instant::now();
-        let stopped = self.quiesce().await;
-        let copied = match stopped {
-            Ok(_) => {
-                job.phase("copy");
-                let (src, dst, j) = (self.store.clone(), staged.clone(), job.clone());
-                spawn_blocking(move || copy::copy_tree(&src, &dst, &j.bytes)).await
-            }
-            Err(ref e) => Err(SnapshotError::Quiesce(e.to_string())),
-        };
-        job.phase("resume");
-        self.resume(stopped.as_deref().unwrap_or(&[])).await;
-        let pause_ms = paused.elapsed().as_millis() as u64;
-        job.set_pause(pause_ms);
-        tracing::info!(job = %id, pause_ms, "snapshot: services resumed");
-        let reflinked = match copied {
-            Ok(r) => r,
-            Err(e) => {
-                copy::remove_tree(&staged);
-                return Err(e);
-            }
-        };
-
-        // In the background of the running services: compress and checksum.
-        job.phase("compress");
         let partial = dir.join(format!(".{id}.tar.zst.partial"));
-        let written = {
-            let (src, out, j, c, cr) = (
-                staged.clone(),
-                partial.clone(),
-                job.clone(),
-                self.cfg.compression.clone(),
-                created.clone(),
-            );
-            // Each staged file is deleted once archived (the copy is temporary).
-            spawn_blocking(move || archive::write_archive(&src, &out, &c, &cr, &j.bytes)).await
+        let made = if self.cfg.precopy {
+            self.archive_live(job, &partial, created).await
+        } else {
+            self.archive_copy(job, &partial, created).await
         };
-        copy::remove_tree(&staged);
-        let written = match written {
-            Ok(w) => w,
+        let (written, pause_ms, reflinked) = match made {
+            Ok(m) => m,
             Err(e) => {
                 let _ = fs::remove_file(&partial);
                 return Err(e);
@@ -249,6 +214,119 @@ impl Engine {
         Ok(meta)
     }
 
+    /// Archive the live store, then pause the writers only for a last pass that reads
+    /// again what changed since. Returns what was written and the pause in ms.
+    async fn archive_live(
+        &self,
+        job: &Arc<Job>,
+        partial: &Path,
+        created: String,
+    ) -> Result<(archive::Written, u64, bool), SnapshotError> {
+        job.phase("archive");
+        let (store, out, comp) = (
+            self.store.clone(),
+            partial.to_path_buf(),
+            self.cfg.compression.clone(),
+        );
+        let writer =
+            spawn_blocking(move || ArchiveWriter::create(&store, &out, &comp, false)).await?;
+        let (mut writer, _) = run_pass(writer, job).await?;
+        self.run_pre().await?;
+        // Catch-up passes while the services run, until what is left is small, so that
+        // the paused pass has little to read.
+        job.phase("catch-up");
+        for _ in 0..LIVE_CATCH_UP_PASSES {
+            match run_pass(writer, job).await {
+                Ok((w, pass)) => {
+                    writer = w;
+                    if pass.bytes <= SMALL_CATCH_UP_BYTES {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    self.run_post().await;
+                    return Err(e);
+                }
+            }
+        }
+        job.phase("quiesce");
+        let paused = Instant::now();
+        let stopped = match self.stop_services().await {
+            Ok(stopped) => stopped,
+            Err((stopped, e)) => {
+                self.resume(&stopped).await;
+                return Err(e);
+            }
+        };
+        job.phase("paused-pass");
+        let last = run_pass(writer, job).await;
+        job.phase("resume");
+        self.resume(&stopped).await;
+        let pause_ms = self.resumed(job, paused);
+        let (writer, pass) = last?;
+        tracing::info!(
+            job = %job.id, entries = pass.entries, bytes = pass.bytes,
+            "snapshot: read again while paused"
+        );
+        job.phase("finish");
+        let written = spawn_blocking(move || writer.finish(&created)).await?;
+        Ok((written, pause_ms, false))
+    }
+
+    /// Pause the writers for a full copy of the store (a reflink where the file system
+    /// can), then archive the copy while the services run.
+    async fn archive_copy(
+        &self,
+        job: &Arc<Job>,
+        partial: &Path,
+        created: String,
+    ) -> Result<(archive::Written, u64, bool), SnapshotError> {
+        let staged = self.store.join(format!("{RESERVED_PREFIX}copy-{}", job.id));
+        job.phase("quiesce");
+        let paused = Instant::now();
+        let stopped = self.quiesce().await;
+        let copied = match stopped {
+            Ok(_) => {
+                job.phase("copy");
+                let (src, dst, j) = (self.store.clone(), staged.clone(), job.clone());
+                spawn_blocking(move || copy::copy_tree(&src, &dst, &j.bytes)).await
+            }
+            Err(ref e) => Err(SnapshotError::Quiesce(e.to_string())),
+        };
+        job.phase("resume");
+        self.resume(stopped.as_deref().unwrap_or(&[])).await;
+        let pause_ms = self.resumed(job, paused);
+        let reflinked = match copied {
+            Ok(r) => r,
+            Err(e) => {
+                copy::remove_tree(&staged);
+                return Err(e);
+            }
+        };
+        // In the background of the running services: compress and checksum.
+        job.phase("compress");
+        let written = {
+            let (src, out, j, c) = (
+                staged.clone(),
+                partial.to_path_buf(),
+                job.clone(),
+                self.cfg.compression.clone(),
+            );
+            // Each staged file is deleted once archived (the copy is temporary).
+            spawn_blocking(move || archive::write_archive(&src, &out, &c, &created, &j.bytes)).await
+        };
+        copy::remove_tree(&staged);
+        Ok((written?, pause_ms, reflinked))
+    }
+
+    /// Record and log the pause that began at `paused`; returns it in ms.
+    fn resumed(&self, job: &Job, paused: Instant) -> u64 {
+        let pause_ms = paused.elapsed().as_millis() as u64;
+        job.set_pause(pause_ms);
+        tracing::info!(job = %job.id, pause_ms, "snapshot: services resumed");
+        pause_ms
+    }
+
     /// Rename the finished archive into place and write its metadata, both durably.
     fn publish(&self, partial: &Path, meta: &SnapshotMeta) -> Result<(), SnapshotError> {
         let dir = &self.cfg.archive_dir;
@@ -274,12 +352,7 @@ impl Engine {
     /// Run the pre commands and stop the quiesce services; returns those stopped.
     /// On failure everything done so far is undone.
     async fn quiesce(&self) -> Result<Vec<String>, SnapshotError> {
-        for cmd in &self.cfg.quiesce.pre {
-            if let Err(e) = run_command(cmd, self.control.owns_reaping()).await {
-                self.run_post().await;
-                return Err(e);
-            }
-        }
+        self.run_pre().await?;
         match self.stop_services().await {
             Ok(stopped) => Ok(stopped),
             Err((stopped, e)) => {
@@ -331,6 +404,17 @@ impl Engine {
             }
         }
         out
+    }
+
+    /// Run the pre commands; when one fails, the post commands run and the error returns.
+    async fn run_pre(&self) -> Result<(), SnapshotError> {
+        for cmd in &self.cfg.quiesce.pre {
+            if let Err(e) = run_command(cmd, self.control.owns_reaping()).await {
+                self.run_post().await;
+                return Err(e);
+            }
+        }
+        Ok(())
     }
 
     async fn run_post(&self) {
@@ -546,6 +630,24 @@ fn spawn_progress_log(job: Arc<Job>) {
             );
         }
     });
+}
+
+/// Catch-up passes over the live store before the pause, at most.
+const LIVE_CATCH_UP_PASSES: usize = 3;
+/// A catch-up pass that read no more than this leaves little enough for the pause.
+const SMALL_CATCH_UP_BYTES: u64 = 64 << 20;
+
+/// One archive pass on a blocking thread; the writer comes back with what the pass read.
+async fn run_pass(
+    mut writer: ArchiveWriter,
+    job: &Arc<Job>,
+) -> Result<(ArchiveWriter, archive::Pass), SnapshotError> {
+    let j = job.clone();
+    spawn_blocking(move || {
+        let pass = writer.pass(&j.bytes)?;
+        Ok((writer, pass))
+    })
+    .await
 }
 
 async fn spawn_blocking<T: Send + 'static>(

@@ -38,6 +38,12 @@ pub struct SnapshotConfig {
     pub archive_dir: PathBuf,
     /// Keep this many snapshots; older ones are deleted after a good snapshot (0 = all).
     pub keep: usize,
+    /// Archive the live store first and pause the writers only to read again what changed
+    /// meanwhile (by size, mtime, ctime, inode, owner and mode, and anything changed within
+    /// a second of being read). `false`: pause for a full copy of the store (a reflink where
+    /// the file system can), then archive the copy. Use `false` for writers that change
+    /// files only through shared memory maps, whose writes may leave the timestamps alone.
+    pub precopy: bool,
     /// How writers are paused while the store is copied.
     pub quiesce: Quiesce,
     /// zstd settings of the archive.
@@ -61,6 +67,7 @@ impl Default for SnapshotConfig {
             store: None,
             archive_dir: PathBuf::from("/cfy-persist-snapshots"),
             keep: 3,
+            precopy: true,
             quiesce: Quiesce::default(),
             compression: Compression::default(),
             limits: Limits::default(),
@@ -79,7 +86,9 @@ pub struct Quiesce {
     /// after it; also the services stopped around a restore. Unknown names are skipped
     /// with a warning so one list fits several manager versions.
     pub services: Vec<String>,
-    /// Commands (argv) run before the copy, e.g. a database CHECKPOINT; a failure aborts.
+    /// Commands (argv) run before the services are stopped, e.g. a database CHECKPOINT (with
+    /// `precopy`, after the first pass over the live store, so that what they flush is read
+    /// again before the pause rather than during it); a failure aborts.
     pub pre: Vec<Vec<String>>,
     /// Commands (argv) run after the copy, even when it failed.
     pub post: Vec<Vec<String>>,
