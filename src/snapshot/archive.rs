@@ -32,8 +32,31 @@ use super::{is_reserved, Compression, SnapshotError};
 pub const CHUNK_BYTES: u64 = 8 << 20;
 
 /// A file whose ctime is this close to (or after) the start of the walk that read it is
-/// re-read by the next pass: a write within the same timestamp tick would not change it.
-const RACY_MARGIN: Duration = Duration::from_secs(1);
+/// re-read by the next pass: the kernel stamps files from a clock that advances once per
+/// tick, and a write within the tick of the last stamp leaves the stamp as it was. Four
+/// ticks of that clock, and never less than this floor.
+const RACY_MARGIN_FLOOR: Duration = Duration::from_millis(50);
+
+/// See [`RACY_MARGIN_FLOOR`].
+fn racy_margin() -> Duration {
+    let mut res = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_getres writes one timespec into `res`.
+    let tick = if unsafe { libc::clock_getres(libc::CLOCK_REALTIME_COARSE, &mut res) } == 0 {
+        Duration::new(
+            res.tv_sec.max(0) as u64,
+            res.tv_nsec.clamp(0, 999_999_999) as u32,
+        )
+    } else {
+        Duration::from_secs(1)
+    };
+    (tick * 4).max(RACY_MARGIN_FLOOR)
+}
+
+/// The archive is rewritten without its skipped chunks when they are over 1/this of it.
+const COMPACT_WHEN_DEAD_OVER: u64 = 8;
 
 /// Writeback of the archive is started every this many bytes, so the final fsync waits for
 /// the tail only.
@@ -241,7 +264,7 @@ impl ArchiveWriter {
             states: Vec::new(),
             first_patched: None,
             writeback_from: 0,
-            racy_margin: RACY_MARGIN,
+            racy_margin: racy_margin(),
         })
     }
 
@@ -553,23 +576,61 @@ impl ArchiveWriter {
         let tail = tail.into_inner().map_err(io_err)?;
         let frame = compress_frame(self.level, &tail).map_err(io_err)?;
         self.append_frame(&frame, Vec::new())?;
-        self.file.sync_all().map_err(io_err)?;
-        let sha256 = match self.first_patched {
-            None => hex::encode(self.hasher.clone().finalize()),
-            Some(c) => {
-                let mut hasher = self.states[c].clone();
-                let mut rest = &self.file;
-                rest.seek(io::SeekFrom::Start(self.chunks[c].start))
-                    .map_err(io_err)?;
-                io::copy(&mut rest, &mut HashSink(&mut hasher)).map_err(io_err)?;
-                hex::encode(hasher.finalize())
-            }
+        let dead: u64 = self.chunks.iter().filter(|c| c.dead).map(|c| c.len).sum();
+        let (size, sha256) = if dead > self.end / COMPACT_WHEN_DEAD_OVER {
+            self.compact()?
+        } else {
+            self.file.sync_all().map_err(io_err)?;
+            (self.end, self.hash_in_place().map_err(io_err)?)
         };
         Ok(Written {
-            size: self.end,
+            size,
             sha256,
             entries: count,
             total_bytes,
+        })
+    }
+}
+
+impl ArchiveWriter {
+    /// sha256 of the file as it is: the running hash, or, when chunks were patched, the
+    /// hash state at the first patched chunk carried on over the rest of the file.
+    fn hash_in_place(&self) -> io::Result<String> {
+        let Some(c) = self.first_patched else {
+            return Ok(hex::encode(self.hasher.clone().finalize()));
+        };
+        let mut hasher = self.states[c].clone();
+        let mut rest = &self.file;
+        rest.seek(io::SeekFrom::Start(self.chunks[c].start))?;
+        io::copy(&mut rest, &mut HashSink(&mut hasher))?;
+        Ok(hex::encode(hasher.finalize()))
+    }
+
+    /// Rewrite the archive without its skipped chunks (a busy store can leave most of the
+    /// file skipped, which every download would carry): the live frames are copied in
+    /// order to a new file, which is fsynced and renamed over the old one.
+    fn compact(&self) -> Result<(u64, String), SnapshotError> {
+        let tmp = self.out.with_extension("compact");
+        let copy = || -> io::Result<(u64, String)> {
+            let mut dst = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            let (mut hasher, mut size, mut buf) = (Sha256::new(), 0u64, Vec::new());
+            for c in self.chunks.iter().filter(|c| !c.dead) {
+                buf.resize(c.len as usize, 0);
+                self.file.read_exact_at(&mut buf, c.start)?;
+                hasher.update(&buf);
+                dst.write_all(&buf)?;
+                size += c.len;
+            }
+            dst.sync_all()?;
+            fs::rename(&tmp, &self.out)?;
+            Ok((size, hex::encode(hasher.finalize())))
+        };
+        copy().map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            SnapshotError::io(&self.out, e)
         })
     }
 }
@@ -1053,8 +1114,67 @@ mod tests {
         assert!(p.entries >= 3 && p.bytes < big.len() as u64, "{p:?}");
         assert!(w.first_patched.is_some());
         let written = w.finish("t").unwrap();
+        // The first copy of the large file was most of the file: it was compacted away.
+        assert!(!frame_magics(&out).iter().any(|m| is_skippable(*m)));
+        assert_eq!(fs::metadata(&out).unwrap().len(), written.size);
         assert_eq!(written.entries, tree(&store).len());
 
+        let back = tmp.path().join("back");
+        extract(&out, &back, &written.sha256);
+        assert_eq!(tree(&back), tree(&store));
+        let whole = hex::encode(Sha256::digest(fs::read(&out).unwrap()));
+        assert_eq!(whole, written.sha256);
+    }
+
+    /// The magic number of every zstd frame in `path`, in order.
+    fn frame_magics(path: &Path) -> Vec<u32> {
+        let data = fs::read(path).unwrap();
+        let mut out = Vec::new();
+        let mut off = 0;
+        while off < data.len() {
+            out.push(u32::from_le_bytes(data[off..off + 4].try_into().unwrap()));
+            off += zstd::zstd_safe::find_frame_compressed_size(&data[off..]).unwrap();
+        }
+        out
+    }
+
+    fn is_skippable(magic: u32) -> bool {
+        magic & 0xFFFF_FFF0 == 0x184D_2A50
+    }
+
+    /// A small change in a large archive is left as a skippable frame (not worth a
+    /// rewrite), which the verifier steps over; the checksum covers the patched file.
+    #[test]
+    fn a_small_change_leaves_a_skipped_frame_that_readers_step_over() {
+        let tmp = tempfile::tempdir().unwrap();
+        let store = tmp.path().join("store");
+        make_store(&store);
+        // Incompressible, so that the small chunk is a small part of the archive.
+        let mut x = 0x9E37_79B9_7F4A_7C15u64;
+        let noise: Vec<u8> = (0..CHUNK_BYTES + 4096)
+            .map(|_| {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                x as u8
+            })
+            .collect();
+        fs::write(store.join("noise"), &noise).unwrap();
+        let out = tmp.path().join("a.tar.zst");
+        let mut w = ArchiveWriter::create(&store, &out, &Compression::default(), false).unwrap();
+        w.racy_margin = Duration::ZERO;
+        w.pass(&AtomicU64::new(0)).unwrap();
+        fs::write(store.join("a/b/f2"), b"changed").unwrap();
+        let p = w.pass(&AtomicU64::new(0)).unwrap();
+        assert!(p.bytes < 1 << 20, "{p:?}");
+        let written = w.finish("t").unwrap();
+        assert_eq!(
+            frame_magics(&out)
+                .iter()
+                .filter(|m| is_skippable(**m))
+                .count(),
+            1
+        );
         let back = tmp.path().join("back");
         extract(&out, &back, &written.sha256);
         assert_eq!(tree(&back), tree(&store));
@@ -1075,6 +1195,7 @@ mod tests {
         let n = w.pass(&AtomicU64::new(0)).unwrap().entries;
         assert_eq!(w.pass(&AtomicU64::new(0)).unwrap().entries, n);
         let written = w.finish("t").unwrap();
+        assert!(!frame_magics(&out).iter().any(|m| is_skippable(*m)));
         let back = tmp.path().join("back");
         extract(&out, &back, &written.sha256);
         assert_eq!(tree(&back), tree(&store));

@@ -262,15 +262,14 @@ impl Engine {
         let last = run_pass(writer, job).await;
         job.phase("resume");
         self.resume(&stopped).await;
-        let pause_ms = self.resumed(job, paused);
-        let (writer, pass) = last?;
-        tracing::info!(
-            job = %job.id, entries = pass.entries, bytes = pass.bytes,
-            "snapshot: read again while paused"
-        );
+        let Ok((writer, _)) = last else {
+            self.back_up(job, &stopped, paused).await;
+            return Err(last.err().expect("an error"));
+        };
         job.phase("finish");
-        let written = spawn_blocking(move || writer.finish(&created)).await?;
-        Ok((written, pause_ms, false))
+        let finish = spawn_blocking(move || writer.finish(&created));
+        let (pause_ms, written) = tokio::join!(self.back_up(job, &stopped, paused), finish);
+        Ok((written?, pause_ms, false))
     }
 
     /// Pause the writers for a full copy of the store (a reflink where the file system
@@ -294,8 +293,9 @@ impl Engine {
             Err(ref e) => Err(SnapshotError::Quiesce(e.to_string())),
         };
         job.phase("resume");
-        self.resume(stopped.as_deref().unwrap_or(&[])).await;
-        let pause_ms = self.resumed(job, paused);
+        let stopped = stopped.unwrap_or_default();
+        self.resume(&stopped).await;
+        let pause_ms = self.back_up(job, &stopped, paused).await;
         let reflinked = match copied {
             Ok(r) => r,
             Err(e) => {
@@ -319,8 +319,20 @@ impl Engine {
         Ok((written?, pause_ms, reflinked))
     }
 
-    /// Record and log the pause that began at `paused`; returns it in ms.
-    fn resumed(&self, job: &Job, paused: Instant) -> u64 {
+    /// Wait until every service in `names` is ready again (at most `ready_timeout`), then
+    /// record and log the pause that began at `paused`: the time the services were not
+    /// serving. Returns it in ms.
+    async fn back_up(&self, job: &Job, names: &[String], paused: Instant) -> u64 {
+        let deadline = paused + self.cfg.ready_timeout;
+        for name in names {
+            loop {
+                match self.control.info(name).await {
+                    Ok(i) if !i.ready && Instant::now() < deadline => {}
+                    _ => break,
+                }
+                tokio::time::sleep(READY_POLL).await;
+            }
+        }
         let pause_ms = paused.elapsed().as_millis() as u64;
         job.set_pause(pause_ms);
         tracing::info!(job = %job.id, pause_ms, "snapshot: services resumed");
@@ -632,6 +644,9 @@ fn spawn_progress_log(job: Arc<Job>) {
     });
 }
 
+/// How often a resumed service's readiness is looked at to end the pause.
+const READY_POLL: Duration = Duration::from_millis(10);
+
 /// Catch-up passes over the live store before the pause, at most.
 const LIVE_CATCH_UP_PASSES: usize = 3;
 /// A catch-up pass that read no more than this leaves little enough for the pause.
@@ -644,7 +659,12 @@ async fn run_pass(
 ) -> Result<(ArchiveWriter, archive::Pass), SnapshotError> {
     let j = job.clone();
     spawn_blocking(move || {
+        let t = Instant::now();
         let pass = writer.pass(&j.bytes)?;
+        tracing::info!(
+            job = %j.id, entries = pass.entries, bytes = pass.bytes,
+            ms = t.elapsed().as_millis() as u64, "snapshot: archive pass"
+        );
         Ok((writer, pass))
     })
     .await

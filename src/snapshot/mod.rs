@@ -39,8 +39,8 @@ pub struct SnapshotConfig {
     /// Keep this many snapshots; older ones are deleted after a good snapshot (0 = all).
     pub keep: usize,
     /// Archive the live store first and pause the writers only to read again what changed
-    /// meanwhile (by size, mtime, ctime, inode, owner and mode, and anything changed within
-    /// a second of being read). `false`: pause for a full copy of the store (a reflink where
+    /// meanwhile (by size, mtime, ctime, inode, owner and mode, and anything changed too
+    /// shortly before it was read for its timestamps to tell). `false`: pause for a full copy of the store (a reflink where
     /// the file system can), then archive the copy. Use `false` for writers that change
     /// files only through shared memory maps, whose writes may leave the timestamps alone.
     pub precopy: bool,
@@ -248,7 +248,26 @@ pub fn recover_at_boot(ctx: &crate::config::Context) -> Result<(), SnapshotError
     if restore::recover_interrupted(&store)? {
         tracing::warn!(store = %store.display(), "an interrupted restore was rolled back");
     }
+    remove_partial_archives(&ctx.config.snapshot.archive_dir);
     Ok(())
+}
+
+/// Archives a crash cut short (`.<id>.tar.zst.partial`, `.compact`, `.upload-*.partial`)
+/// are never valid and never listed; at boot no job can be writing them.
+fn remove_partial_archives(dir: &Path) {
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let name = item.file_name().to_string_lossy().into_owned();
+        if name.starts_with('.') && (name.ends_with(".partial") || name.ends_with(".compact")) {
+            match std::fs::remove_file(item.path()) {
+                Ok(()) => {
+                    tracing::info!(path = %item.path().display(), "removed a partial archive")
+                }
+                Err(e) => {
+                    tracing::warn!(path = %item.path().display(), error = %e, "cannot remove a partial archive")
+                }
+            }
+        }
+    }
 }
 
 /// Snapshot ids are file names in the archive directory: keep them boring.
@@ -269,4 +288,30 @@ pub fn check_id(id: &str) -> Result<(), SnapshotError> {
 /// True for top-level store names that the snapshot machinery owns.
 pub fn is_reserved(name: &std::ffi::OsStr) -> bool {
     name.to_string_lossy().starts_with(RESERVED_PREFIX)
+}
+
+#[cfg(test)]
+mod tests {
+    /// Partial archives a crash left go at boot; finished ones and their metadata stay.
+    #[test]
+    fn boot_removes_partial_archives_only() {
+        let tmp = tempfile::tempdir().unwrap();
+        let names = [
+            ".a.tar.zst.partial",
+            ".a.tar.zst.compact",
+            ".upload-x.partial",
+            "b.tar.zst",
+            "b.json",
+        ];
+        for n in names {
+            std::fs::write(tmp.path().join(n), b"x").unwrap();
+        }
+        super::remove_partial_archives(tmp.path());
+        let mut left: Vec<String> = std::fs::read_dir(tmp.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["b.json", "b.tar.zst"]);
+    }
 }
