@@ -75,7 +75,7 @@ ours_pause=$(echo "$out" | jq '.pause_ms / 1000')
 ours_secs=$(echo "$out" | jq '.duration_ms / 1000')
 ours_bytes=$(echo "$out" | jq '.total_bytes')
 echo "cfy-init: pause ${ours_pause}s, total ${ours_secs}s, archive $(echo "$out" | jq '.size') bytes"
-grep -E 'job phase|read again|services resumed' "$W/init.log" | sed 's/^/  log: /' || true
+grep -E 'job phase|archive pass|services resumed' "$W/init.log" | sed 's/^/  log: /' || true
 wait_pg
 
 # Legacy: stop all, tar czf, start all (the pause is the whole of it).

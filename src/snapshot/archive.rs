@@ -280,7 +280,7 @@ impl ArchiveWriter {
             .filter(|f| {
                 self.held
                     .get(&f.rel)
-                    .is_none_or(|h| h.racy || h.stamp != Stamp::of(&f.meta))
+                    .map_or(true, |h| h.racy || h.stamp != Stamp::of(&f.meta))
             })
             .map(|f| f.rel.clone())
             .collect();
