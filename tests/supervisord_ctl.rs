@@ -289,3 +289,18 @@ fn basic_auth_like_supervisord() {
         "the password is never logged"
     );
 }
+
+/// `maintail` shows the init's own log at the console's level: the DEBUG line that every
+/// XML-RPC call writes stays out at `info`, and shows at `debug` (so the check can see one).
+#[test]
+fn maintail_keeps_the_log_level() {
+    for (level, want_debug) in [("info", false), ("debug", true)] {
+        let mut ours = CfyInit::prepare(PROGRAMS, &[]).start(&format!("log:\n  level: {level}\n"));
+        wait_until("cfy-init to settle", || settled(&ours.sock));
+        ctl(&ours.sock, &["status"]);
+        let (out, _) = ctl(&ours.sock, &["maintail"]);
+        assert!(out.contains(" INFO "), "{level}: {out}");
+        assert_eq!(out.contains(" DEBUG "), want_debug, "{level}: {out}");
+        ours.stop();
+    }
+}

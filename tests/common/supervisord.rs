@@ -103,6 +103,7 @@ impl CfyInit {
             .arg(&cfg)
             .arg("run")
             .env_remove("CFY_INIT_CONFIG")
+            .env_remove("CFY_INIT_LOG")
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
