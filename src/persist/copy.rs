@@ -11,10 +11,11 @@
 //! fsync per file and gives the same guarantee.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -116,6 +117,19 @@ struct Engine {
     links: Mutex<Vec<(PathBuf, PathBuf, Group)>>,
     reflink: AtomicBool,
     copy_range: AtomicBool,
+    /// Files are created with their final mode when the umask keeps it (see
+    /// [`Engine::create_mode`]); false when the umask is unknown or the staging
+    /// directories inherit a default ACL, which would override it.
+    exact_create: bool,
+    umask: u32,
+}
+
+/// A directory being listed, its source and its copy open, so that the entries in it are
+/// opened and created by name (`openat`, `mkdirat`): a full path would be walked again,
+/// component by component, for every file.
+struct DirFds {
+    src: OwnedFd,
+    dst: OwnedFd,
 }
 
 /// Copy each `(src, dst)` pair; `dst` must not exist, its parent must. `src` may be any
@@ -133,7 +147,8 @@ pub fn copy_groups(
     opts: &CopyOptions,
 ) -> CopyResult<Vec<CopyOutcome>> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let engine = Engine {
+    let umask = process_umask();
+    let mut engine = Engine {
         tx,
         rx,
         pending: AtomicUsize::new(0),
@@ -145,12 +160,17 @@ pub fn copy_groups(
         links: Mutex::new(Vec::new()),
         reflink: AtomicBool::new(true),
         copy_range: AtomicBool::new(true),
+        exact_create: umask.is_some(),
+        umask: umask.unwrap_or(0o777),
     };
     for (group, pairs) in groups.iter().enumerate() {
         for (src, dst) in pairs.iter() {
             let meta = fs::symlink_metadata(src).map_err(at(src, "cannot read image entry"))?;
             if meta.is_dir() {
-                engine.make_dir(src, dst, meta, group)?;
+                engine.make_dir(src, dst, meta, group, None)?;
+                if has_default_acl(dst) {
+                    engine.exact_create = false;
+                }
             } else {
                 engine.push(Job::Files(group, vec![(src.clone(), dst.clone(), meta)]));
             }
@@ -281,7 +301,7 @@ impl Engine {
                     if self.abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    self.copy_entry(&src, &dst, &meta, group)?;
+                    self.copy_entry(&src, &dst, &meta, group, None)?;
                 }
                 Ok(())
             }
@@ -290,11 +310,22 @@ impl Engine {
 
     /// Create `dst` (private until its metadata is applied at the end) and queue its
     /// contents.
-    fn make_dir(&self, src: &Path, dst: &Path, meta: Metadata, group: Group) -> CopyResult<()> {
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dst)
-            .map_err(at(dst, "cannot create directory"))?;
+    fn make_dir(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
+        match at_dir {
+            // SAFETY: an open directory fd and a NUL-terminated name.
+            Some((fds, name)) => {
+                cvt(unsafe { libc::mkdirat(fds.dst.as_raw_fd(), name.as_ptr(), 0o700) })
+            }
+            None => fs::DirBuilder::new().mode(0o700).create(dst),
+        }
+        .map_err(at(dst, "cannot create directory"))?;
         fault::point("dir created");
         self.dirs.lock().expect("dirs lock").push((
             src.to_path_buf(),
@@ -314,7 +345,11 @@ impl Engine {
     /// ones go out as separate jobs, see [`BATCH_BYTES`]).
     fn copy_dir_entries(&self, src: &Path, dst: &Path, group: Group) -> CopyResult<()> {
         let entries = fs::read_dir(src).map_err(at(src, "cannot read image directory"))?;
-        let mut batch = Vec::new();
+        let fds = DirFds {
+            src: open_dir(src).map_err(at(src, "cannot read image directory"))?,
+            dst: open_dir(dst).map_err(at(dst, "cannot open directory"))?,
+        };
+        let mut batch: Vec<(PathBuf, PathBuf, Metadata, CString)> = Vec::new();
         let mut batch_bytes = 0;
         for entry in entries {
             let entry = entry.map_err(at(src, "cannot read image directory"))?;
@@ -325,25 +360,38 @@ impl Engine {
                 .metadata()
                 .map_err(at(&s, "cannot stat image entry"))?;
             let d = dst.join(&name);
+            // A name read from a directory holds no NUL.
+            let cname = CString::new(name.as_bytes()).expect("no NUL in a file name");
             if meta.is_dir() {
-                self.make_dir(&s, &d, meta, group)?;
+                self.make_dir(&s, &d, meta, group, Some((&fds, &cname)))?;
                 continue;
             }
             batch_bytes += meta.len();
-            batch.push((s, d, meta));
+            batch.push((s, d, meta, cname));
             if batch_bytes >= BATCH_BYTES {
-                self.push(Job::Files(group, std::mem::take(&mut batch)));
+                let job = std::mem::take(&mut batch)
+                    .into_iter()
+                    .map(|(s, d, meta, _)| (s, d, meta))
+                    .collect();
+                self.push(Job::Files(group, job));
                 batch_bytes = 0;
             }
         }
-        for (s, d, meta) in batch {
-            self.copy_entry(&s, &d, &meta, group)?;
+        for (s, d, meta, cname) in batch {
+            self.copy_entry(&s, &d, &meta, group, Some((&fds, &cname)))?;
         }
         Ok(())
     }
 
     /// Copy one non-directory entry.
-    fn copy_entry(&self, src: &Path, dst: &Path, meta: &Metadata, group: Group) -> CopyResult<()> {
+    fn copy_entry(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
         let ft = meta.file_type();
         if ft.is_socket() {
             self.note(
@@ -369,7 +417,7 @@ impl Engine {
             inodes.insert(key, dst.to_path_buf());
         }
         if ft.is_file() {
-            self.copy_file(src, dst, meta, group)?;
+            self.copy_file(src, dst, meta, group, at_dir)?;
         } else if ft.is_symlink() {
             copy_symlink(src, dst, meta)?;
             self.copy_xattrs(src, dst, None, group)?;
@@ -385,14 +433,31 @@ impl Engine {
         Ok(())
     }
 
-    fn copy_file(&self, src: &Path, dst: &Path, meta: &Metadata, group: Group) -> CopyResult<()> {
-        let input = open_source(src)?;
-        let output = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dst)
-            .map_err(at(dst, "cannot create file"))?;
+    fn copy_file(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
+        let final_mode = self.create_mode(meta);
+        let create_mode = final_mode.unwrap_or(0o600);
+        let (input, output) = match at_dir {
+            Some((fds, name)) => (
+                open_source_at(&fds.src, name, src)?,
+                create_at(&fds.dst, name, create_mode).map_err(at(dst, "cannot create file"))?,
+            ),
+            None => (
+                open_source(src)?,
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(create_mode)
+                    .open(dst)
+                    .map_err(at(dst, "cannot create file"))?,
+            ),
+        };
         let size = meta.len();
         if size > 0 && !self.try_reflink(&input, &output) {
             let sparse = (meta.blocks() * 512) < size;
@@ -406,9 +471,11 @@ impl Engine {
         }
         std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))
             .map_err(at(dst, "cannot set owner"))?;
-        output
-            .set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(at(dst, "cannot set mode"))?;
+        if final_mode.is_none() {
+            output
+                .set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(at(dst, "cannot set mode"))?;
+        }
         self.copy_xattrs(src, dst, Some((&input, &output)), group)?;
         filetime::set_file_handle_times(
             &output,
@@ -425,6 +492,15 @@ impl Engine {
         }
         self.groups[group].bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The mode to create a copy of `meta` with, when it comes out exactly right and needs
+    /// no fchmod: the umask leaves it as it is, and it has no set-id or sticky bit (the
+    /// fchown that follows clears set-id bits, so those are set after it). The file stays
+    /// private all the same: its directory is 0700 until the copy is complete.
+    fn create_mode(&self, meta: &Metadata) -> Option<u32> {
+        let mode = meta.mode() & 0o7777;
+        (self.exact_create && mode & 0o7000 == 0 && mode & self.umask == 0).then_some(mode)
     }
 
     /// Clone the whole file (btrfs, XFS with reflink, ...). False when the file system
@@ -583,6 +659,73 @@ impl Engine {
 
 fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// An fd on a directory, for the `*at` calls on the entries in it.
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    Ok(f.into())
+}
+
+fn openat(dir: &OwnedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    // SAFETY: an open directory fd and a NUL-terminated name; on success the new fd is
+    // owned by nothing else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn create_at(dir: &OwnedFd, name: &CStr, mode: u32) -> io::Result<File> {
+    openat(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        mode,
+    )
+}
+
+/// [`open_source`] by name in an open directory.
+fn open_source_at(dir: &OwnedFd, name: &CStr, src: &Path) -> CopyResult<File> {
+    let open = |flags| openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | flags, 0);
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    }
+    .map_err(at(src, "cannot read image file"))
+}
+
+/// The process's umask, from /proc (reading it with umask(2) would change it).
+fn process_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// Whether new entries in `dir` get a default ACL, which decides their mode instead of
+/// the umask.
+fn has_default_acl(dir: &Path) -> bool {
+    xattr::get(dir, "system.posix_acl_default").is_ok_and(|v| v.is_some())
 }
 
 fn open_source(src: &Path) -> CopyResult<File> {
