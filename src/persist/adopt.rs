@@ -69,14 +69,33 @@ pub fn run(ctx: &Context) -> Result<PersistReport, PersistError> {
         progress_interval: cfg.progress_interval,
         label: label.display().to_string(),
     };
-    let mut staged = Vec::new();
+    // Directories to seed: their index in the report, and where the image has them.
+    let mut to_seed = Vec::new();
     for d in &dirs {
-        let (r, needs_publish) =
+        let (r, seed_from) =
             settle_dir(&store, &mut state, d, &report.image_id, &opts(&d.container))?;
-        if needs_publish {
-            staged.push(d);
+        if let Some(src) = seed_from {
+            to_seed.push((report.directories.len(), d, src));
         }
         report.directories.push(r);
+    }
+    let staged: Vec<&Dir> = to_seed.iter().map(|(_, d, _)| *d).collect();
+    if !to_seed.is_empty() {
+        let label = staged
+            .iter()
+            .map(|d| d.container.display().to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let sources: Vec<(&Dir, &Path)> = to_seed
+            .iter()
+            .map(|(_, d, src)| (*d, src.as_path()))
+            .collect();
+        let outs = stage(&store, &sources, &opts(Path::new(&label)))?;
+        for ((i, _, _), out) in to_seed.iter().zip(outs) {
+            let r = &mut report.directories[*i];
+            r.outcome = DirOutcome::Seeded;
+            fill(r, out);
+        }
     }
     publish(&store, &mut state, &staged, &report.image_id)?;
     report.first_seed = state.first_seed_pending;
@@ -134,15 +153,15 @@ fn open_state(store: &Store, report: &mut PersistReport) -> Result<State, Persis
     Ok(state)
 }
 
-/// Bring one directory's copy in the store up to date and say how. True when it was
-/// copied into staging and still has to be published.
+/// Bring one directory's copy in the store up to date and say how, or say where the image
+/// has it when it is still to be seeded (copied into staging, then published).
 fn settle_dir(
     store: &Store,
     state: &mut State,
     d: &Dir,
     image_id: &str,
     opts: &CopyOptions,
-) -> Result<(DirReport, bool), PersistError> {
+) -> Result<(DirReport, Option<PathBuf>), PersistError> {
     let copy_path = store.copy_of(&d.container);
     let present = copy_present(store, &copy_path)?;
     let recorded = state.directories.get(&d.container).cloned();
@@ -193,15 +212,12 @@ fn settle_dir(
                 tracing::warn!(dir = %d.container.display(), "the image has no such directory: not persisted");
                 r.outcome = DirOutcome::NotPersisted;
                 r.notes.push("missing in the image".into());
-                return Ok((r, false));
+                return Ok((r, None));
             };
-            let out = stage(store, d, &src, opts)?;
-            r.outcome = DirOutcome::Seeded;
-            fill(&mut r, out);
-            return Ok((r, true));
+            return Ok((r, Some(src)));
         }
     }
-    Ok((r, false))
+    Ok((r, None))
 }
 
 fn fill(r: &mut DirReport, out: CopyOutcome) {
@@ -268,34 +284,48 @@ pub(crate) fn image_source(host: &Path) -> Result<Option<PathBuf>, PersistError>
     Ok(None)
 }
 
-/// Copy the image directory into staging (not yet durable, not yet in place).
+/// Copy the image directories into staging (not yet durable, not yet in place), all with
+/// one pool of copy workers; one outcome per directory.
 fn stage(
     store: &Store,
-    d: &Dir,
-    src: &Path,
+    sources: &[(&Dir, &Path)],
     opts: &CopyOptions,
-) -> Result<CopyOutcome, PersistError> {
+) -> Result<Vec<CopyOutcome>, PersistError> {
     // Fail on an unreadable image before anything is written.
-    fs::read_dir(src).map_err(|e| PersistError::io(src, "cannot read image directory", e))?;
+    for (_, src) in sources {
+        fs::read_dir(src).map_err(|e| PersistError::io(src, "cannot read image directory", e))?;
+    }
     state::ensure_real_dir(&store.staging_dir(), 0o700)?;
-    let staging = store.staging_for(&d.container);
-    tracing::info!(dir = %d.container.display(), from = %src.display(), "seeding the store");
+    let pairs: Vec<[(PathBuf, PathBuf); 1]> = sources
+        .iter()
+        .map(|(d, src)| {
+            tracing::info!(dir = %d.container.display(), from = %src.display(), "seeding the store");
+            [(src.to_path_buf(), store.staging_for(&d.container))]
+        })
+        .collect();
+    let groups: Vec<&[(PathBuf, PathBuf)]> = pairs.iter().map(|p| p.as_slice()).collect();
     let started = Instant::now();
-    let out = copy::copy(&[(src.to_path_buf(), staging)], opts).map_err(|e| {
+    let outs = copy::copy_groups(&groups, opts).map_err(|e| {
         // Best effort, so the store looks as it did; the next boot removes what is left.
         let _ = state::remove_any(&store.staging_dir());
         let _ = fsutil::fsync_dir(&store.meta_dir());
         PersistError::from(e)
     })?;
     let secs = started.elapsed().as_secs_f64();
+    for ((d, _), out) in sources.iter().zip(&outs) {
+        tracing::info!(
+            dir = %d.container.display(),
+            files = out.files,
+            bytes = out.bytes,
+            "copied"
+        );
+    }
     tracing::info!(
-        dir = %d.container.display(),
-        files = out.files,
-        bytes = out.bytes,
+        dirs = outs.len(),
         secs = format!("{secs:.2}"),
-        "copied"
+        "copies staged"
     );
-    Ok(out)
+    Ok(outs)
 }
 
 /// Make every staged copy durable with one `syncfs` (one flush for all directories,

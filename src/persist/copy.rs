@@ -11,10 +11,11 @@
 //! fsync per file and gives the same guarantee.
 
 use std::collections::HashMap;
-use std::ffi::OsString;
+use std::ffi::{CStr, CString, OsString};
 use std::fs::{self, File, Metadata, OpenOptions};
 use std::io;
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{DirBuilderExt, FileTypeExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -77,9 +78,27 @@ fn at<'a>(path: &'a Path, what: &'static str) -> impl FnOnce(io::Error) -> CopyE
     }
 }
 
+/// Index of the group (one tree of the caller's, e.g. one image directory) a job belongs to.
+type Group = usize;
+
 enum Job {
-    Dir { src: PathBuf, dst: PathBuf },
-    Files(Vec<(PathBuf, PathBuf, Metadata)>),
+    Dir {
+        src: PathBuf,
+        dst: PathBuf,
+        group: Group,
+    },
+    Files(Group, Vec<(PathBuf, PathBuf, Metadata)>),
+}
+
+/// What one group's copy did so far.
+#[derive(Default)]
+struct GroupStats {
+    files: AtomicU64,
+    bytes: AtomicU64,
+    dirs: AtomicU64,
+    notes: Mutex<Vec<String>>,
+    notes_dropped: AtomicU64,
+    xattr_warned: AtomicBool,
 }
 
 struct Engine {
@@ -89,46 +108,72 @@ struct Engine {
     pending: AtomicUsize,
     abort: AtomicBool,
     error: Mutex<Option<CopyError>>,
-    files: AtomicU64,
-    bytes: AtomicU64,
-    dirs: Mutex<Vec<(PathBuf, PathBuf, Metadata)>>,
-    /// First copy of each multiply-linked inode, and the links to make once all is copied.
-    inodes: Mutex<HashMap<(u64, u64), PathBuf>>,
-    links: Mutex<Vec<(PathBuf, PathBuf)>>,
-    notes: Mutex<Vec<String>>,
-    notes_dropped: AtomicU64,
+    groups: Vec<GroupStats>,
+    dirs: Mutex<Vec<(PathBuf, PathBuf, Metadata, Group)>>,
+    /// First copy of each multiply-linked inode (per group: hard links are kept within
+    /// a group, as a copy of each tree on its own would), and the links to make once all
+    /// is copied.
+    inodes: Mutex<HashMap<(Group, u64, u64), PathBuf>>,
+    links: Mutex<Vec<(PathBuf, PathBuf, Group)>>,
     reflink: AtomicBool,
     copy_range: AtomicBool,
-    xattr_warned: AtomicBool,
+    /// Files are created with their final mode when the umask keeps it (see
+    /// [`Engine::create_mode`]); false when the umask is unknown or the staging
+    /// directories inherit a default ACL, which would override it.
+    exact_create: bool,
+    umask: u32,
+}
+
+/// A directory being listed, its source and its copy open, so that the entries in it are
+/// opened and created by name (`openat`, `mkdirat`): a full path would be walked again,
+/// component by component, for every file.
+struct DirFds {
+    src: OwnedFd,
+    dst: OwnedFd,
 }
 
 /// Copy each `(src, dst)` pair; `dst` must not exist, its parent must. `src` may be any
 /// kind of entry; it is never followed when it is a symlink.
 pub fn copy(pairs: &[(PathBuf, PathBuf)], opts: &CopyOptions) -> CopyResult<CopyOutcome> {
+    let mut outs = copy_groups(&[pairs], opts)?;
+    Ok(outs.pop().expect("one group"))
+}
+
+/// Copy several groups of pairs (as [`copy`] each) with one pool of workers, and say what
+/// each group's copy did. One pool instead of one per group: a pool's last jobs leave
+/// workers idle while they run down, and the next group would wait for them.
+pub fn copy_groups(
+    groups: &[&[(PathBuf, PathBuf)]],
+    opts: &CopyOptions,
+) -> CopyResult<Vec<CopyOutcome>> {
     let (tx, rx) = crossbeam_channel::unbounded();
-    let engine = Engine {
+    let umask = process_umask();
+    let mut engine = Engine {
         tx,
         rx,
         pending: AtomicUsize::new(0),
         abort: AtomicBool::new(false),
         error: Mutex::new(None),
-        files: AtomicU64::new(0),
-        bytes: AtomicU64::new(0),
+        groups: groups.iter().map(|_| GroupStats::default()).collect(),
         dirs: Mutex::new(Vec::new()),
         inodes: Mutex::new(HashMap::new()),
         links: Mutex::new(Vec::new()),
-        notes: Mutex::new(Vec::new()),
-        notes_dropped: AtomicU64::new(0),
         reflink: AtomicBool::new(true),
         copy_range: AtomicBool::new(true),
-        xattr_warned: AtomicBool::new(false),
+        exact_create: umask.is_some(),
+        umask: umask.unwrap_or(0o777),
     };
-    for (src, dst) in pairs {
-        let meta = fs::symlink_metadata(src).map_err(at(src, "cannot read image entry"))?;
-        if meta.is_dir() {
-            engine.make_dir(src, dst, meta)?;
-        } else {
-            engine.push(Job::Files(vec![(src.clone(), dst.clone(), meta)]));
+    for (group, pairs) in groups.iter().enumerate() {
+        for (src, dst) in pairs.iter() {
+            let meta = fs::symlink_metadata(src).map_err(at(src, "cannot read image entry"))?;
+            if meta.is_dir() {
+                engine.make_dir(src, dst, meta, group, None)?;
+                if has_default_acl(dst) {
+                    engine.exact_create = false;
+                }
+            } else {
+                engine.push(Job::Files(group, vec![(src.clone(), dst.clone(), meta)]));
+            }
         }
     }
     engine.run_workers(opts);
@@ -136,18 +181,24 @@ pub fn copy(pairs: &[(PathBuf, PathBuf)], opts: &CopyOptions) -> CopyResult<Copy
         return Err(e);
     }
     engine.finish_links()?;
-    let dirs = engine.finish_dirs()?;
-    let mut notes = engine.notes.into_inner().expect("notes lock");
-    let dropped = engine.notes_dropped.into_inner();
-    if dropped > 0 {
-        notes.push(format!("{dropped} more notes not shown"));
+    engine.finish_dirs()?;
+    Ok(engine.groups.into_iter().map(GroupStats::outcome).collect())
+}
+
+impl GroupStats {
+    fn outcome(self) -> CopyOutcome {
+        let mut notes = self.notes.into_inner().expect("notes lock");
+        let dropped = self.notes_dropped.into_inner();
+        if dropped > 0 {
+            notes.push(format!("{dropped} more notes not shown"));
+        }
+        CopyOutcome {
+            files: self.files.into_inner(),
+            bytes: self.bytes.into_inner(),
+            dirs: self.dirs.into_inner(),
+            notes,
+        }
     }
-    Ok(CopyOutcome {
-        files: engine.files.into_inner(),
-        bytes: engine.bytes.into_inner(),
-        dirs,
-        notes,
-    })
 }
 
 impl Engine {
@@ -211,8 +262,14 @@ impl Engine {
     fn log_progress(&self, opts: &CopyOptions, done: Receiver<()>) {
         let start = Instant::now();
         while let Err(RecvTimeoutError::Timeout) = done.recv_timeout(opts.progress_interval) {
-            let files = self.files.load(Ordering::Relaxed);
-            let bytes = self.bytes.load(Ordering::Relaxed);
+            let sum = |f: fn(&GroupStats) -> &AtomicU64| -> u64 {
+                self.groups
+                    .iter()
+                    .map(|g| f(g).load(Ordering::Relaxed))
+                    .sum()
+            };
+            let files = sum(|g| &g.files);
+            let bytes = sum(|g| &g.bytes);
             let secs = start.elapsed().as_secs_f64().max(0.001);
             tracing::info!(
                 dir = %opts.label,
@@ -225,25 +282,26 @@ impl Engine {
         }
     }
 
-    fn note(&self, text: String) {
-        let mut notes = self.notes.lock().expect("notes lock");
+    fn note(&self, group: Group, text: String) {
+        let g = &self.groups[group];
+        let mut notes = g.notes.lock().expect("notes lock");
         if notes.len() < MAX_NOTES {
             tracing::info!("{text}");
             notes.push(text);
         } else {
-            self.notes_dropped.fetch_add(1, Ordering::Relaxed);
+            g.notes_dropped.fetch_add(1, Ordering::Relaxed);
         }
     }
 
     fn run_job(&self, job: Job) -> CopyResult<()> {
         match job {
-            Job::Dir { src, dst } => self.copy_dir_entries(&src, &dst),
-            Job::Files(batch) => {
+            Job::Dir { src, dst, group } => self.copy_dir_entries(&src, &dst, group),
+            Job::Files(group, batch) => {
                 for (src, dst, meta) in batch {
                     if self.abort.load(Ordering::Relaxed) {
                         break;
                     }
-                    self.copy_entry(&src, &dst, &meta)?;
+                    self.copy_entry(&src, &dst, &meta, group, None)?;
                 }
                 Ok(())
             }
@@ -252,28 +310,46 @@ impl Engine {
 
     /// Create `dst` (private until its metadata is applied at the end) and queue its
     /// contents.
-    fn make_dir(&self, src: &Path, dst: &Path, meta: Metadata) -> CopyResult<()> {
-        fs::DirBuilder::new()
-            .mode(0o700)
-            .create(dst)
-            .map_err(at(dst, "cannot create directory"))?;
+    fn make_dir(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
+        match at_dir {
+            // SAFETY: an open directory fd and a NUL-terminated name.
+            Some((fds, name)) => {
+                cvt(unsafe { libc::mkdirat(fds.dst.as_raw_fd(), name.as_ptr(), 0o700) })
+            }
+            None => fs::DirBuilder::new().mode(0o700).create(dst),
+        }
+        .map_err(at(dst, "cannot create directory"))?;
         fault::point("dir created");
-        self.dirs
-            .lock()
-            .expect("dirs lock")
-            .push((src.to_path_buf(), dst.to_path_buf(), meta));
+        self.dirs.lock().expect("dirs lock").push((
+            src.to_path_buf(),
+            dst.to_path_buf(),
+            meta,
+            group,
+        ));
         self.push(Job::Dir {
             src: src.to_path_buf(),
             dst: dst.to_path_buf(),
+            group,
         });
         Ok(())
     }
 
     /// List one directory: subdirectories become jobs, files are copied right here (big
     /// ones go out as separate jobs, see [`BATCH_BYTES`]).
-    fn copy_dir_entries(&self, src: &Path, dst: &Path) -> CopyResult<()> {
+    fn copy_dir_entries(&self, src: &Path, dst: &Path, group: Group) -> CopyResult<()> {
         let entries = fs::read_dir(src).map_err(at(src, "cannot read image directory"))?;
-        let mut batch = Vec::new();
+        let fds = DirFds {
+            src: open_dir(src).map_err(at(src, "cannot read image directory"))?,
+            dst: open_dir(dst).map_err(at(dst, "cannot open directory"))?,
+        };
+        let mut batch: Vec<(PathBuf, PathBuf, Metadata, CString)> = Vec::new();
         let mut batch_bytes = 0;
         for entry in entries {
             let entry = entry.map_err(at(src, "cannot read image directory"))?;
@@ -284,69 +360,104 @@ impl Engine {
                 .metadata()
                 .map_err(at(&s, "cannot stat image entry"))?;
             let d = dst.join(&name);
+            // A name read from a directory holds no NUL.
+            let cname = CString::new(name.as_bytes()).expect("no NUL in a file name");
             if meta.is_dir() {
-                self.make_dir(&s, &d, meta)?;
+                self.make_dir(&s, &d, meta, group, Some((&fds, &cname)))?;
                 continue;
             }
             batch_bytes += meta.len();
-            batch.push((s, d, meta));
+            batch.push((s, d, meta, cname));
             if batch_bytes >= BATCH_BYTES {
-                self.push(Job::Files(std::mem::take(&mut batch)));
+                let job = std::mem::take(&mut batch)
+                    .into_iter()
+                    .map(|(s, d, meta, _)| (s, d, meta))
+                    .collect();
+                self.push(Job::Files(group, job));
                 batch_bytes = 0;
             }
         }
-        for (s, d, meta) in batch {
-            self.copy_entry(&s, &d, &meta)?;
+        for (s, d, meta, cname) in batch {
+            self.copy_entry(&s, &d, &meta, group, Some((&fds, &cname)))?;
         }
         Ok(())
     }
 
     /// Copy one non-directory entry.
-    fn copy_entry(&self, src: &Path, dst: &Path, meta: &Metadata) -> CopyResult<()> {
+    fn copy_entry(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
         let ft = meta.file_type();
         if ft.is_socket() {
-            self.note(format!(
-                "{}: socket skipped (sockets are recreated by their servers)",
-                src.display()
-            ));
+            self.note(
+                group,
+                format!(
+                    "{}: socket skipped (sockets are recreated by their servers)",
+                    src.display()
+                ),
+            );
             return Ok(());
         }
         if meta.nlink() > 1 {
             let mut inodes = self.inodes.lock().expect("inodes lock");
-            if let Some(first) = inodes.get(&(meta.dev(), meta.ino())) {
-                self.links
-                    .lock()
-                    .expect("links lock")
-                    .push((first.clone(), dst.to_path_buf()));
+            let key = (group, meta.dev(), meta.ino());
+            if let Some(first) = inodes.get(&key) {
+                self.links.lock().expect("links lock").push((
+                    first.clone(),
+                    dst.to_path_buf(),
+                    group,
+                ));
                 return Ok(());
             }
-            inodes.insert((meta.dev(), meta.ino()), dst.to_path_buf());
+            inodes.insert(key, dst.to_path_buf());
         }
         if ft.is_file() {
-            self.copy_file(src, dst, meta)?;
+            self.copy_file(src, dst, meta, group, at_dir)?;
         } else if ft.is_symlink() {
             copy_symlink(src, dst, meta)?;
-            self.copy_xattrs(src, dst, None)?;
+            self.copy_xattrs(src, dst, None, group)?;
             set_times(dst, meta)?;
         } else {
             make_node(dst, meta)?;
             set_owner_mode(dst, meta)?;
-            self.copy_xattrs(src, dst, None)?;
+            self.copy_xattrs(src, dst, None, group)?;
             set_times(dst, meta)?;
         }
-        self.files.fetch_add(1, Ordering::Relaxed);
+        self.groups[group].files.fetch_add(1, Ordering::Relaxed);
         fault::point("entry copied");
         Ok(())
     }
 
-    fn copy_file(&self, src: &Path, dst: &Path, meta: &Metadata) -> CopyResult<()> {
-        let input = open_source(src)?;
-        let output = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(dst)
-            .map_err(at(dst, "cannot create file"))?;
+    fn copy_file(
+        &self,
+        src: &Path,
+        dst: &Path,
+        meta: &Metadata,
+        group: Group,
+        at_dir: Option<(&DirFds, &CStr)>,
+    ) -> CopyResult<()> {
+        let final_mode = self.create_mode(meta);
+        let create_mode = final_mode.unwrap_or(0o600);
+        let (input, output) = match at_dir {
+            Some((fds, name)) => (
+                open_source_at(&fds.src, name, src)?,
+                create_at(&fds.dst, name, create_mode).map_err(at(dst, "cannot create file"))?,
+            ),
+            None => (
+                open_source(src)?,
+                OpenOptions::new()
+                    .write(true)
+                    .create_new(true)
+                    .mode(create_mode)
+                    .open(dst)
+                    .map_err(at(dst, "cannot create file"))?,
+            ),
+        };
         let size = meta.len();
         if size > 0 && !self.try_reflink(&input, &output) {
             let sparse = (meta.blocks() * 512) < size;
@@ -360,10 +471,12 @@ impl Engine {
         }
         std::os::unix::fs::fchown(&output, Some(meta.uid()), Some(meta.gid()))
             .map_err(at(dst, "cannot set owner"))?;
-        output
-            .set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
-            .map_err(at(dst, "cannot set mode"))?;
-        self.copy_xattrs(src, dst, Some((&input, &output)))?;
+        if final_mode.is_none() {
+            output
+                .set_permissions(fs::Permissions::from_mode(meta.mode() & 0o7777))
+                .map_err(at(dst, "cannot set mode"))?;
+        }
+        self.copy_xattrs(src, dst, Some((&input, &output)), group)?;
         filetime::set_file_handle_times(
             &output,
             Some(FileTime::from_last_access_time(meta)),
@@ -377,8 +490,17 @@ impl Engine {
                 libc::sync_file_range(output.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE);
             }
         }
-        self.bytes.fetch_add(size, Ordering::Relaxed);
+        self.groups[group].bytes.fetch_add(size, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The mode to create a copy of `meta` with, when it comes out exactly right and needs
+    /// no fchmod: the umask leaves it as it is, and it has no set-id or sticky bit (the
+    /// fchown that follows clears set-id bits, so those are set after it). The file stays
+    /// private all the same: its directory is 0700 until the copy is complete.
+    fn create_mode(&self, meta: &Metadata) -> Option<u32> {
+        let mode = meta.mode() & 0o7777;
+        (self.exact_create && mode & 0o7000 == 0 && mode & self.umask == 0).then_some(mode)
     }
 
     /// Clone the whole file (btrfs, XFS with reflink, ...). False when the file system
@@ -460,7 +582,13 @@ impl Engine {
     /// Copy every xattr of `src` onto `dst` (through the open files when given, which
     /// saves path lookups). A store file system without xattr support gets one note, not
     /// an error.
-    fn copy_xattrs(&self, src: &Path, dst: &Path, files: Option<(&File, &File)>) -> CopyResult<()> {
+    fn copy_xattrs(
+        &self,
+        src: &Path,
+        dst: &Path,
+        files: Option<(&File, &File)>,
+        group: Group,
+    ) -> CopyResult<()> {
         use xattr::FileExt as _;
         let listed = match files {
             Some((input, _)) => input.list_xattr(),
@@ -486,8 +614,11 @@ impl Engine {
             match set {
                 Ok(()) => {}
                 Err(e) if unsupported(&e) => {
-                    if !self.xattr_warned.swap(true, Ordering::Relaxed) {
-                        self.note(format!(
+                    if !self.groups[group]
+                        .xattr_warned
+                        .swap(true, Ordering::Relaxed)
+                    {
+                        self.note(group, format!(
                             "{}: the store's file system does not support xattr {}; xattrs not kept",
                             dst.display(),
                             name.to_string_lossy()
@@ -502,9 +633,9 @@ impl Engine {
 
     fn finish_links(&self) -> CopyResult<()> {
         let links = std::mem::take(&mut *self.links.lock().expect("links lock"));
-        for (first, dst) in links {
+        for (first, dst, group) in links {
             fs::hard_link(&first, &dst).map_err(at(&dst, "cannot create hard link"))?;
-            self.files.fetch_add(1, Ordering::Relaxed);
+            self.groups[group].files.fetch_add(1, Ordering::Relaxed);
             fault::point("hard link");
         }
         Ok(())
@@ -512,21 +643,89 @@ impl Engine {
 
     /// Apply directory metadata deepest first, so that creating children does not touch
     /// a directory's times after they were set.
-    fn finish_dirs(&self) -> CopyResult<u64> {
+    fn finish_dirs(&self) -> CopyResult<()> {
         let mut dirs = std::mem::take(&mut *self.dirs.lock().expect("dirs lock"));
-        dirs.sort_by_key(|(_, dst, _)| std::cmp::Reverse(dst.components().count()));
-        for (src, dst, meta) in &dirs {
+        dirs.sort_by_key(|(_, dst, _, _)| std::cmp::Reverse(dst.components().count()));
+        for (src, dst, meta, group) in &dirs {
             set_owner_mode(dst, meta)?;
-            self.copy_xattrs(src, dst, None)?;
+            self.copy_xattrs(src, dst, None, *group)?;
             set_times(dst, meta)?;
+            self.groups[*group].dirs.fetch_add(1, Ordering::Relaxed);
             fault::point("dir finished");
         }
-        Ok(dirs.len() as u64)
+        Ok(())
     }
 }
 
 fn unsupported(e: &io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOSYS))
+}
+
+fn cvt(r: libc::c_int) -> io::Result<()> {
+    if r < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// An fd on a directory, for the `*at` calls on the entries in it.
+fn open_dir(path: &Path) -> io::Result<OwnedFd> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_NOFOLLOW)
+        .open(path)?;
+    Ok(f.into())
+}
+
+fn openat(dir: &OwnedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Result<File> {
+    // SAFETY: an open directory fd and a NUL-terminated name; on success the new fd is
+    // owned by nothing else.
+    let fd = unsafe {
+        libc::openat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            flags | libc::O_CLOEXEC,
+            mode as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just opened and is owned by nothing else.
+    Ok(unsafe { File::from_raw_fd(fd) })
+}
+
+fn create_at(dir: &OwnedFd, name: &CStr, mode: u32) -> io::Result<File> {
+    openat(
+        dir,
+        name,
+        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+        mode,
+    )
+}
+
+/// [`open_source`] by name in an open directory.
+fn open_source_at(dir: &OwnedFd, name: &CStr, src: &Path) -> CopyResult<File> {
+    let open = |flags| openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | flags, 0);
+    match open(libc::O_NOATIME) {
+        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
+        r => r,
+    }
+    .map_err(at(src, "cannot read image file"))
+}
+
+/// The process's umask, from /proc (reading it with umask(2) would change it).
+fn process_umask() -> Option<u32> {
+    let status = fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find_map(|l| l.strip_prefix("Umask:"))?;
+    u32::from_str_radix(line.trim(), 8).ok()
+}
+
+/// Whether new entries in `dir` get a default ACL, which decides their mode instead of
+/// the umask.
+fn has_default_acl(dir: &Path) -> bool {
+    xattr::get(dir, "system.posix_acl_default").is_ok_and(|v| v.is_some())
 }
 
 fn open_source(src: &Path) -> CopyResult<File> {
