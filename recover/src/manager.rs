@@ -113,6 +113,36 @@ impl Manager {
         }
     }
 
+    /// Send what `make` builds. While the manager answers 409 (another snapshot or restore
+    /// runs, e.g. one that a killed earlier run of this tool started) wait and send again,
+    /// until `timeout`. Returns the last answer's status and JSON body.
+    async fn send_when_free(
+        &self,
+        what: &str,
+        timeout: Duration,
+        mut make: impl FnMut() -> Result<reqwest::RequestBuilder, ManagerError>,
+    ) -> Result<(reqwest::StatusCode, serde_json::Value), ManagerError> {
+        let start = Instant::now();
+        loop {
+            let left = timeout.saturating_sub(start.elapsed()).max(BUSY_RETRY);
+            let r = make()?
+                .timeout(left)
+                .send()
+                .await
+                .map_err(|e| self.err(format!("{what}: {e}")))?;
+            let status = r.status();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if status == reqwest::StatusCode::CONFLICT && start.elapsed() + BUSY_RETRY < timeout {
+                tracing::info!(
+                    "{what}: the manager is busy with another snapshot or restore; waiting"
+                );
+                tokio::time::sleep(BUSY_RETRY).await;
+                continue;
+            }
+            return Ok((status, body));
+        }
+    }
+
     /// Take a snapshot (`POST /snapshots?wait=true`) and download its archive to `dest`
     /// (staged, fsynced, renamed). Returns the sha256 the manager reports.
     pub async fn take_snapshot(
@@ -120,14 +150,11 @@ impl Manager {
         dest: &Path,
         timeout: Duration,
     ) -> Result<String, ManagerError> {
-        let r = self
-            .req(reqwest::Method::POST, "/snapshots?wait=true")
-            .timeout(timeout)
-            .send()
-            .await
-            .map_err(|e| self.err(format!("POST /snapshots: {e}")))?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
+        let (status, body) = self
+            .send_when_free("POST /snapshots", timeout, || {
+                Ok(self.req(reqwest::Method::POST, "/snapshots?wait=true"))
+            })
+            .await?;
         if !status.is_success() {
             return Err(self.err(format!(
                 "POST /snapshots: HTTP {}: {}",
@@ -180,23 +207,21 @@ impl Manager {
         sha256: &str,
         timeout: Duration,
     ) -> Result<(), ManagerError> {
-        let file = tokio::fs::File::open(archive)
-            .await
-            .map_err(|e| self.err(format!("{}: {e}", archive.display())))?;
-        let len = file.metadata().await.map(|m| m.len()).unwrap_or(0);
-        let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
-        let r = self
-            .req(reqwest::Method::POST, "/restore?wait=true")
-            .header("Content-Type", "application/zstd")
-            .header("Content-Length", len)
-            .header("X-Archive-Sha256", sha256)
-            .timeout(timeout)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| self.err(format!("POST /restore: {e}")))?;
-        let status = r.status();
-        let doc: serde_json::Value = r.json().await.unwrap_or_default();
+        let (status, doc) = self
+            .send_when_free("POST /restore", timeout, || {
+                let file = std::fs::File::open(archive)
+                    .map_err(|e| self.err(format!("{}: {e}", archive.display())))?;
+                let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+                let file = tokio::fs::File::from_std(file);
+                let body = reqwest::Body::wrap_stream(tokio_util::io::ReaderStream::new(file));
+                Ok(self
+                    .req(reqwest::Method::POST, "/restore?wait=true")
+                    .header("Content-Type", "application/zstd")
+                    .header("Content-Length", len)
+                    .header("X-Archive-Sha256", sha256)
+                    .body(body))
+            })
+            .await?;
         if !status.is_success() {
             return Err(self.err(format!(
                 "POST /restore: HTTP {}: {}",
@@ -207,6 +232,9 @@ impl Manager {
         Ok(())
     }
 }
+
+/// How long to wait before asking a busy manager again.
+const BUSY_RETRY: Duration = Duration::from_millis(500);
 
 /// What verification found in an archive.
 #[derive(Debug, Clone, serde::Serialize, serde::Deserialize, PartialEq, Eq)]
