@@ -443,21 +443,13 @@ impl Engine {
     ) -> CopyResult<()> {
         let final_mode = self.create_mode(meta);
         let create_mode = final_mode.unwrap_or(0o600);
-        let (input, output) = match at_dir {
-            Some((fds, name)) => (
-                open_source_at(&fds.src, name, src)?,
-                create_at(&fds.dst, name, create_mode).map_err(at(dst, "cannot create file"))?,
-            ),
-            None => (
-                open_source(src)?,
-                OpenOptions::new()
-                    .write(true)
-                    .create_new(true)
-                    .mode(create_mode)
-                    .open(dst)
-                    .map_err(at(dst, "cannot create file"))?,
-            ),
+        let (src_at, dst_at) = match at_dir {
+            Some((fds, name)) => (Some((&fds.src, name)), Some((&fds.dst, name))),
+            None => (None, None),
         };
+        let input = open_source(src, src_at)?;
+        let output =
+            create_file(dst, dst_at, create_mode).map_err(at(dst, "cannot create file"))?;
         let size = meta.len();
         if size > 0 && !self.try_reflink(&input, &output) {
             let sparse = (meta.blocks() * 512) < size;
@@ -696,25 +688,6 @@ fn openat(dir: &OwnedFd, name: &CStr, flags: libc::c_int, mode: u32) -> io::Resu
     Ok(unsafe { File::from_raw_fd(fd) })
 }
 
-fn create_at(dir: &OwnedFd, name: &CStr, mode: u32) -> io::Result<File> {
-    openat(
-        dir,
-        name,
-        libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
-        mode,
-    )
-}
-
-/// [`open_source`] by name in an open directory.
-fn open_source_at(dir: &OwnedFd, name: &CStr, src: &Path) -> CopyResult<File> {
-    let open = |flags| openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | flags, 0);
-    match open(libc::O_NOATIME) {
-        Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
-        r => r,
-    }
-    .map_err(at(src, "cannot read image file"))
-}
-
 /// The process's umask, from /proc (reading it with umask(2) would change it).
 fn process_umask() -> Option<u32> {
     let status = fs::read_to_string("/proc/self/status").ok()?;
@@ -728,20 +701,44 @@ fn has_default_acl(dir: &Path) -> bool {
     xattr::get(dir, "system.posix_acl_default").is_ok_and(|v| v.is_some())
 }
 
-fn open_source(src: &Path) -> CopyResult<File> {
+/// A directory fd and an entry's name in it: the entry is opened by name (`openat`) rather
+/// than by its full path.
+type AtDir<'a> = Option<(&'a OwnedFd, &'a CStr)>;
+
+/// Open the image file `src` (by name in its open directory when given) for reading,
+/// never following a link.
+fn open_source(src: &Path, at_dir: AtDir) -> CopyResult<File> {
     // O_NOATIME keeps the image's access times as they were; only the owner or root may
     // use it, so fall back without it.
-    let open = |flags| {
-        OpenOptions::new()
+    let open = |flags| match at_dir {
+        Some((dir, name)) => openat(dir, name, libc::O_RDONLY | libc::O_NOFOLLOW | flags, 0),
+        None => OpenOptions::new()
             .read(true)
             .custom_flags(libc::O_NOFOLLOW | flags)
-            .open(src)
+            .open(src),
     };
     match open(libc::O_NOATIME) {
         Err(e) if e.raw_os_error() == Some(libc::EPERM) => open(0),
         r => r,
     }
     .map_err(at(src, "cannot read image file"))
+}
+
+/// Create the new file `dst` (by name in its open directory when given) with `mode`.
+fn create_file(dst: &Path, at_dir: AtDir, mode: u32) -> io::Result<File> {
+    match at_dir {
+        Some((dir, name)) => openat(
+            dir,
+            name,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_EXCL,
+            mode,
+        ),
+        None => OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(dst),
+    }
 }
 
 fn copy_by_read_write(input: &File, output: &File, mut offset: u64, end: u64) -> io::Result<()> {

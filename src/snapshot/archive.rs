@@ -529,7 +529,7 @@ impl ArchiveWriter {
 
     /// Paths that changed while the last pass read them (none after a quiesced pass, unless
     /// a writer was not quiesced).
-    pub fn unstable(&self) -> Vec<&str> {
+    fn unstable(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self
             .held
             .iter()
@@ -574,7 +574,9 @@ impl ArchiveWriter {
             .map_err(io_err)?;
         // into_inner ends the tar stream (two zero blocks).
         let tail = tail.into_inner().map_err(io_err)?;
-        let frame = compress_frame(self.level, &tail).map_err(io_err)?;
+        let frame = frame_compressor(self.level)
+            .and_then(|mut c| c.compress(&tail))
+            .map_err(io_err)?;
         self.append_frame(&frame, Vec::new())?;
         let dead: u64 = self.chunks.iter().filter(|c| c.dead).map(|c| c.len).sum();
         let (size, sha256) = if dead > self.end / COMPACT_WHEN_DEAD_OVER {
@@ -602,7 +604,7 @@ impl ArchiveWriter {
         let mut hasher = self.states[c].clone();
         let mut rest = &self.file;
         rest.seek(io::SeekFrom::Start(self.chunks[c].start))?;
-        io::copy(&mut rest, &mut HashSink(&mut hasher))?;
+        io::copy(&mut rest, &mut hasher)?;
         Ok(hex::encode(hasher.finalize()))
     }
 
@@ -694,22 +696,11 @@ fn skippable_header(len: u64) -> io::Result<[u8; 8]> {
     Ok(h)
 }
 
-fn compress_frame(level: i32, data: &[u8]) -> io::Result<Vec<u8>> {
+/// A compressor for independent frames at `level`, each with its content checksum.
+fn frame_compressor(level: i32) -> io::Result<zstd::bulk::Compressor<'static>> {
     let mut c = zstd::bulk::Compressor::new(level)?;
     c.set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))?;
-    c.compress(data)
-}
-
-struct HashSink<'a>(&'a mut Sha256);
-
-impl Write for HashSink<'_> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.0.update(buf);
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        Ok(())
-    }
+    Ok(c)
 }
 
 /// The manifest record of a found entry (the checksum comes when its data is read).
@@ -797,11 +788,8 @@ impl<'a> ChunkWorker<'a> {
         batons: &'a HashMap<usize, Baton>,
         progress: &'a AtomicU64,
     ) -> Result<Self, SnapshotError> {
-        let zerr = |e: io::Error| SnapshotError::Other(format!("zstd: {e}"));
-        let mut compressor = zstd::bulk::Compressor::new(level).map_err(zerr)?;
-        compressor
-            .set_parameter(zstd::stream::raw::CParameter::ChecksumFlag(true))
-            .map_err(zerr)?;
+        let compressor =
+            frame_compressor(level).map_err(|e| SnapshotError::Other(format!("zstd: {e}")))?;
         Ok(ChunkWorker {
             compressor,
             todo,

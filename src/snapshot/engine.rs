@@ -262,9 +262,12 @@ impl Engine {
         let last = run_pass(writer, job).await;
         job.phase("resume");
         self.resume(&stopped).await;
-        let Ok((writer, _)) = last else {
-            self.back_up(job, &stopped, paused).await;
-            return Err(last.err().expect("an error"));
+        let (writer, _) = match last {
+            Ok(done) => done,
+            Err(e) => {
+                self.back_up(job, &stopped, paused).await;
+                return Err(e);
+            }
         };
         job.phase("finish");
         let finish = spawn_blocking(move || writer.finish(&created));

@@ -40,8 +40,8 @@ pub struct SnapshotConfig {
     pub keep: usize,
     /// Archive the live store first and pause the writers only to read again what changed
     /// meanwhile (by size, mtime, ctime, inode, owner and mode, and anything changed too
-    /// shortly before it was read for its timestamps to tell). `false`: pause for a full copy of the store (a reflink where
-    /// the file system can), then archive the copy. Use `false` for writers that change
+    /// shortly before it was read for its timestamps to tell). `false`: pause for a full
+    /// copy of the store (a reflink where the file system can), then archive the copy. Use `false` for writers that change
     /// files only through shared memory maps, whose writes may leave the timestamps alone.
     pub precopy: bool,
     /// How writers are paused while the store is copied.
