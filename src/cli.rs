@@ -116,6 +116,17 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         return config_command(cmd, &cli, &root);
     }
     let file = config_file(&cli, &root);
+    if matches!(
+        cli.command,
+        Some(
+            Command::Status { .. }
+                | Command::Ready
+                | Command::Snapshot { .. }
+                | Command::Restore { .. }
+        )
+    ) {
+        return client_command(cli, &root, file);
+    }
     let config = Config::load(file.as_deref(), &root)?;
     let ring = (config.supervisord.enabled).then_some(config.supervisord.main_log_bytes);
     logging::init(
@@ -133,11 +144,26 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Persist => crate::boot::step_persist(&ctx).map(|_| ExitCode::SUCCESS),
         Command::Secret => crate::boot::step_secret(&ctx).map(|_| ExitCode::SUCCESS),
         Command::Patch => crate::boot::step_patch(&ctx).map(|_| ExitCode::SUCCESS),
-        Command::Status { json } => crate::hooks::client::status(&ctx, json),
-        Command::Ready => crate::hooks::client::ready(&ctx),
-        Command::Snapshot { cmd } => crate::hooks::client::snapshot(&ctx, cmd),
-        Command::Restore { source } => crate::hooks::client::restore(&ctx, &source),
-        Command::Config { .. } => unreachable!("handled above"),
+        Command::Config { .. }
+        | Command::Status { .. }
+        | Command::Ready
+        | Command::Snapshot { .. }
+        | Command::Restore { .. } => unreachable!("handled above"),
+    }
+}
+
+/// `status`, `ready`, `snapshot`, `restore`: ask the running init, found through its
+/// runtime file; the config file is read only when that does not lead to it.
+fn client_command(cli: Cli, root: &Root, file: Option<PathBuf>) -> anyhow::Result<ExitCode> {
+    use crate::hooks::client;
+    logging::init(cli.log_format.unwrap_or_default(), "warn", None);
+    let socket = client::control_socket(root, || Config::load(file.as_deref(), root))?;
+    match cli.command.expect("a client command") {
+        Command::Status { json } => client::status(&socket, json),
+        Command::Ready => client::ready(&socket),
+        Command::Snapshot { cmd } => client::snapshot(&socket, cmd),
+        Command::Restore { source } => client::restore(&socket, &source),
+        _ => unreachable!("only client commands come here"),
     }
 }
 

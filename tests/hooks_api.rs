@@ -444,27 +444,93 @@ async fn socket_group_and_mode_are_applied() {
     assert_eq!(get(&unix, "/healthz", None).await.status, StatusCode::OK);
 }
 
+/// Each listener fails alone: a missing token file or a taken TCP port disables only the
+/// TCP listener (shown in `/status`), a bad socket group only the unix socket; only when
+/// nothing can listen does start fail, with the first error.
 #[tokio::test]
-async fn missing_token_file_is_a_clear_error() {
+async fn listeners_fail_alone() {
     let mut e = env("");
-    std::fs::remove_file(e.root().join("etc/cfy-init/token")).unwrap();
-    let err = match hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new()).await {
-        Err(err) => err.to_string(),
-        Ok(_) => panic!("started without a token"),
+    let listener_of = |r: &common::Resp, kind: &str| {
+        r.json()["listeners"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|l| l["kind"] == kind)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {kind} listener in {}", r.json()))
     };
+
+    // No token file: TCP fails, the control socket answers.
+    std::fs::remove_file(e.root().join("etc/cfy-init/token")).unwrap();
+    let running = hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new())
+        .await
+        .unwrap();
+    assert!(running.tcp.is_none());
+    let unix = To::Unix(running.socket.clone());
+    tokio::spawn(running.wait());
+    let r = get(&unix, "/status", None).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let tcp = listener_of(&r, "tcp");
+    assert_eq!(tcp["listening"], false);
+    let err = tcp["error"].as_str().unwrap();
     assert!(
         err.contains("etc/cfy-init/token") && err.contains("hooks.token_file"),
         "{err}"
     );
-    assert!(
-        !e.root().join("run/cfy-init/control.sock").exists(),
-        "no half-started API"
-    );
+    assert_eq!(listener_of(&r, "unix")["listening"], true);
+
+    // A taken TCP port: the control socket still answers, the port's error is in /status.
     std::fs::write(e.root().join("etc/cfy-init/token"), "t").unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    e.ctx.config.hooks.listen = Some(addr.clone());
+    let running = hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new())
+        .await
+        .unwrap();
+    assert!(running.tcp.is_none());
+    let unix = To::Unix(running.socket.clone());
+    tokio::spawn(running.wait());
+    for path in ["/healthz", "/readyz", "/status"] {
+        let r = get(&unix, path, None).await;
+        assert!(
+            r.status == StatusCode::OK || path == "/readyz",
+            "{path}: {}",
+            r.status
+        );
+    }
+    let r = get(&unix, "/status", None).await;
+    let tcp = listener_of(&r, "tcp");
+    assert_eq!(tcp["address"], addr.as_str());
+    assert!(
+        tcp["error"].as_str().unwrap().contains("cannot listen"),
+        "{tcp}"
+    );
+    drop(taken);
+
+    // A bad socket group: the unix socket fails, TCP serves.
+    e.ctx.config.hooks.listen = Some("127.0.0.1:0".into());
+    e.ctx.config.hooks.socket = e.root().join("run/other/control.sock");
     e.ctx.config.hooks.socket_group = Some("no-such-group-xyz".into());
+    let running = hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new())
+        .await
+        .unwrap();
+    let tcp = To::Tcp(running.tcp.expect("TCP listens"));
+    assert!(!e.root().join("run/other/control.sock").exists());
+    tokio::spawn(running.wait());
+    let r = get(&tcp, "/status", Some("t")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let unix = listener_of(&r, "unix");
+    assert_eq!(unix["listening"], false);
+    assert!(unix["error"]
+        .as_str()
+        .unwrap()
+        .contains("no-such-group-xyz"));
+
+    // Nothing can listen: an error, no half-started API.
+    e.ctx.config.hooks.listen = None;
     let err = match hooks::start(e.ctx.clone(), Arc::new(NoServices), BootState::new()).await {
         Err(err) => err.to_string(),
-        Ok(_) => panic!("started with a bad group"),
+        Ok(_) => panic!("started with a bad group and no TCP"),
     };
     assert!(err.contains("no-such-group-xyz"), "{err}");
 }

@@ -1,6 +1,9 @@
 //! `cfy-init status|ready|snapshot|restore`: a small client of the control API.
 //!
-//! Talks HTTP/1.1 over the unix socket from `hooks.socket` by default; with
+//! Talks HTTP/1.1 over the unix socket the running init wrote to its runtime file
+//! ([`runtime::RUNTIME_FILE`]), so a config file changed or broken since the init started
+//! does not matter; without that file (or when its socket does not answer) over
+//! `hooks.socket` from the config; with
 //! `CFY_INIT_HOOKS_URL=http://host:port` it uses TCP and sends the bearer token read from
 //! `CFY_INIT_HOOKS_TOKEN_FILE`.
 
@@ -16,7 +19,8 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::SnapshotCmd;
-use crate::config::Context;
+use crate::config::{Config, Root};
+use crate::hooks::runtime;
 
 /// Environment variable selecting TCP instead of the unix socket.
 pub const URL_ENV: &str = "CFY_INIT_HOOKS_URL";
@@ -32,9 +36,9 @@ enum Target {
 }
 
 impl Target {
-    fn from_ctx(ctx: &Context) -> anyhow::Result<Target> {
+    fn new(socket: &Path) -> anyhow::Result<Target> {
         let Ok(url) = std::env::var(URL_ENV) else {
-            return Ok(Target::Unix(ctx.config.hooks.socket.clone()));
+            return Ok(Target::Unix(socket.to_path_buf()));
         };
         let authority = url
             .strip_prefix("http://")
@@ -51,6 +55,29 @@ impl Target {
             Err(_) => None,
         };
         Ok(Target::Tcp { authority, token })
+    }
+}
+
+/// The control socket to talk to: the running init's (from its runtime file) when it
+/// answers, else `hooks.socket` of the config `load` reads. A config that fails to load
+/// only matters when the runtime file names no socket.
+pub fn control_socket(
+    root: &Root,
+    load: impl FnOnce() -> Result<Config, crate::config::ConfigError>,
+) -> anyhow::Result<PathBuf> {
+    let from_runtime = runtime::read(root).and_then(|i| i.socket);
+    if let Some(sock) = &from_runtime {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
+            return Ok(sock.clone());
+        }
+    }
+    match load() {
+        Ok(config) => Ok(config.hooks.socket),
+        Err(e) => match from_runtime {
+            // Not answering and no config to say otherwise: report on that socket.
+            Some(sock) => Ok(sock),
+            None => Err(e.into()),
+        },
     }
 }
 
@@ -152,8 +179,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-pub fn status(ctx: &Context, json: bool) -> anyhow::Result<ExitCode> {
-    let target = Target::from_ctx(ctx)?;
+pub fn status(socket: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let target = Target::new(socket)?;
     let v = runtime()?.block_on(async {
         call(&target, Method::GET, "/status", None, Body::empty())
             .await?
@@ -255,8 +282,8 @@ pub fn render_status(v: &Value) -> String {
     out
 }
 
-pub fn ready(ctx: &Context) -> anyhow::Result<ExitCode> {
-    let target = Target::from_ctx(ctx)?;
+pub fn ready(socket: &Path) -> anyhow::Result<ExitCode> {
+    let target = Target::new(socket)?;
     let result = runtime()?.block_on(async {
         let r = call(&target, Method::GET, "/readyz", None, Body::empty()).await?;
         let status = r.status;
@@ -275,8 +302,8 @@ pub fn ready(ctx: &Context) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn snapshot(ctx: &Context, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
-    let target = Target::from_ctx(ctx)?;
+pub fn snapshot(socket: &Path, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
+    let target = Target::new(socket)?;
     runtime()?.block_on(async move {
         match cmd {
             SnapshotCmd::Create => {
@@ -391,8 +418,8 @@ async fn download(target: &Target, id: &str, file: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub fn restore(ctx: &Context, source: &str) -> anyhow::Result<ExitCode> {
-    let target = Target::from_ctx(ctx)?;
+pub fn restore(socket: &Path, source: &str) -> anyhow::Result<ExitCode> {
+    let target = Target::new(socket)?;
     let path = Path::new(source);
     runtime()?.block_on(async move {
         let reply = if path.is_file() {

@@ -8,6 +8,7 @@ mod auth;
 pub mod client;
 mod metrics;
 mod routes;
+pub mod runtime;
 mod server;
 
 use std::path::PathBuf;
@@ -20,7 +21,7 @@ use crate::config::{Context, Root, Section};
 use crate::supervise::SupervisorHandle;
 
 pub use crate::snapshot::control::{NoServices, ServiceControl};
-pub use server::{start, Running};
+pub use server::{start, ListenerView, Running};
 
 /// `hooks:` section of the config.
 #[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]

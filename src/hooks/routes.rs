@@ -27,6 +27,7 @@ pub struct AppState {
     pub engine: Arc<Engine>,
     pub boot: BootState,
     pub started: Instant,
+    pub listeners: super::server::Listeners,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -190,6 +191,7 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
         "services": services,
         "store": store_view(&s.engine),
         "jobs": s.engine.jobs.list(),
+        "listeners": s.listeners.view(),
     }))
 }
 
