@@ -82,7 +82,11 @@ pub enum SnapshotCmd {
     /// Take a snapshot now.
     Create,
     /// List snapshots.
-    List,
+    List {
+        /// Print the list as JSON (GET /snapshots), sizes in bytes.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a snapshot archive to FILE.
     Download { id: String, file: PathBuf },
     /// Delete a snapshot.

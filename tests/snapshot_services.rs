@@ -139,6 +139,22 @@ async fn never_ready_restore_rolls_back_and_good_one_sticks() {
         "{}",
         stdout(&out)
     );
+    let out = init.cli(&["snapshot", "list", "--json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ids: Vec<&str> = list["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|m| m["id"].as_str())
+        .collect();
+    assert!(
+        ids.contains(&id_a.as_str()) && ids.contains(&id_b.as_str()),
+        "{list}"
+    );
+    assert!(
+        list["snapshots"][0]["size"].is_u64(),
+        "sizes are numbers: {list}"
+    );
     let out = init.cli(&["snapshot", "delete", &id_a]);
     assert!(out.status.success());
     let out = init.cli(&["snapshot", "delete", &id_a]);

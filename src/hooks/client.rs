@@ -203,8 +203,31 @@ fn s(v: &Value) -> String {
     }
 }
 
+/// `waiting` as a comma-separated list.
+fn waiting(v: &Value) -> String {
+    v["waiting"]
+        .as_array()
+        .map(|w| w.iter().map(s).collect::<Vec<_>>().join(", "))
+        .unwrap_or_else(|| "-".into())
+}
+
 fn human_secs(secs: u64) -> String {
     humantime::format_duration(std::time::Duration::from_secs(secs)).to_string()
+}
+
+/// Bytes for people: `512 B`, `1.5 KiB`, `12.3 GiB`.
+pub fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 6] = ["B", "KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
 }
 
 /// The readable form of `/status`.
@@ -218,9 +241,12 @@ pub fn render_status(v: &Value) -> String {
         if ready {
             "READY".to_string()
         } else {
-            format!("NOT READY (waiting for: {})", s(&v["waiting"]))
+            format!("NOT READY (waiting for: {})", waiting(v))
         }
     );
+    for (what, why) in v["reasons"].as_object().into_iter().flatten() {
+        out += &format!("  {what}: {}\n", why.as_str().unwrap_or_default());
+    }
     out += "\nBOOT STEP         STATE     DETAIL\n";
     for step in v["boot"]["steps"].as_array().into_iter().flatten() {
         out += &format!(
@@ -230,37 +256,48 @@ pub fn render_status(v: &Value) -> String {
             s(&step["detail"])
         );
     }
-    out +=
-        "\nSERVICE                  STATE     READY  PID      RESTARTS  UPTIME        LAST EXIT\n";
+    out += "\nSERVICE                  STATE     READY  PID      RESTARTS  UPTIME        LAST EXIT  WHY\n";
     for svc in v["services"].as_array().into_iter().flatten() {
         let uptime = svc["uptime"].as_u64().map(human_secs).unwrap_or("-".into());
+        let ready = match (svc["ready"].as_bool(), svc["state"].as_str()) {
+            (Some(true), Some("EXITED")) => "done",
+            (Some(true), _) => "yes",
+            _ => "no",
+        };
         out += &format!(
-            "{:<24} {:<9} {:<6} {:<8} {:<9} {:<13} {}\n",
+            "{:<24} {:<9} {:<6} {:<8} {:<9} {:<13} {:<10} {}\n",
             s(&svc["name"]),
             s(&svc["state"]),
-            if svc["ready"].as_bool() == Some(true) {
-                "yes"
-            } else {
-                "no"
-            },
+            ready,
             s(&svc["pid"]),
             s(&svc["restarts"]),
             uptime,
             s(&svc["last_exit_code"]),
+            svc["reason"].as_str().unwrap_or(""),
         );
     }
     let st = &v["store"];
     out += &format!(
-        "\nSTORE {}  {}  free {} of {} bytes\n",
+        "\nSTORE {}  {}  free {} of {}\n",
         s(&st["path"]),
         if st["exists"].as_bool() == Some(true) {
             "present"
         } else {
             "MISSING"
         },
-        s(&st["free_bytes"]),
-        s(&st["total_bytes"])
+        st["free_bytes"].as_u64().map_or("-".into(), human_bytes),
+        st["total_bytes"].as_u64().map_or("-".into(), human_bytes),
     );
+    for l in v["listeners"].as_array().into_iter().flatten() {
+        if l["listening"].as_bool() == Some(false) {
+            out += &format!(
+                "LISTENER {} {}: NOT LISTENING: {}\n",
+                s(&l["kind"]),
+                s(&l["address"]),
+                s(&l["error"])
+            );
+        }
+    }
     let jobs = v["jobs"].as_array().cloned().unwrap_or_default();
     if !jobs.is_empty() {
         out += "\nJOB                                  KIND      STATE        PHASE       BYTES         RATE/s\n";
@@ -271,8 +308,8 @@ pub fn render_status(v: &Value) -> String {
                 s(&j["kind"]),
                 s(&j["state"]),
                 s(&j["phase"]),
-                s(&j["bytes"]),
-                s(&j["rate"])
+                j["bytes"].as_u64().map_or("-".into(), human_bytes),
+                j["rate"].as_u64().map_or("-".into(), human_bytes),
             );
             if let Some(e) = j["error"].as_str() {
                 out += &format!("    error: {e}\n");
@@ -292,7 +329,10 @@ pub fn ready(socket: &Path) -> anyhow::Result<ExitCode> {
     match result {
         Ok((status, _)) if status == StatusCode::OK => Ok(ExitCode::SUCCESS),
         Ok((_, v)) => {
-            eprintln!("cfy-init: not ready (waiting for: {})", s(&v["waiting"]));
+            eprintln!("cfy-init: not ready (waiting for: {})", waiting(&v));
+            for (what, why) in v["reasons"].as_object().into_iter().flatten() {
+                eprintln!("  {what}: {}", why.as_str().unwrap_or_default());
+            }
             Ok(ExitCode::from(1))
         }
         Err(e) => {
@@ -318,28 +358,32 @@ pub fn snapshot(socket: &Path, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                 .ok_json()
                 .await?;
                 println!(
-                    "snapshot {}: {} bytes ({} uncompressed), services paused {} ms",
+                    "snapshot {}: {} ({} uncompressed), services paused {} ms",
                     s(&v["id"]),
-                    s(&v["size"]),
-                    s(&v["total_bytes"]),
+                    v["size"].as_u64().map_or("-".into(), human_bytes),
+                    v["total_bytes"].as_u64().map_or("-".into(), human_bytes),
                     s(&v["pause_ms"])
                 );
             }
-            SnapshotCmd::List => {
+            SnapshotCmd::List { json } => {
                 let v = call(&target, Method::GET, "/snapshots", None, Body::empty())
                     .await?
                     .ok_json()
                     .await?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&v)?);
+                    return Ok(ExitCode::SUCCESS);
+                }
                 println!(
-                    "{:<24} {:<14} {:<14} {:<9} SHA256",
-                    "ID", "SIZE", "BYTES", "PAUSE ms"
+                    "{:<24} {:<11} {:<11} {:<9} SHA256",
+                    "ID", "SIZE", "DATA", "PAUSE ms"
                 );
                 for m in v["snapshots"].as_array().into_iter().flatten() {
                     println!(
-                        "{:<24} {:<14} {:<14} {:<9} {}",
+                        "{:<24} {:<11} {:<11} {:<9} {}",
                         s(&m["id"]),
-                        s(&m["size"]),
-                        s(&m["total_bytes"]),
+                        m["size"].as_u64().map_or("-".into(), human_bytes),
+                        m["total_bytes"].as_u64().map_or("-".into(), human_bytes),
                         s(&m["pause_ms"]),
                         s(&m["sha256"])
                     );

@@ -104,35 +104,75 @@ async fn healthz(State(s): State<AppState>) -> impl IntoResponse {
     }
 }
 
-/// Ready = boot complete, every required service ready, no restore in flight.
-/// Returns the verdict and what is still awaited.
-pub async fn readiness(s: &AppState) -> (bool, Vec<String>) {
-    let mut waiting = Vec::new();
+/// The readiness verdict with what is still awaited and why.
+#[derive(Debug, Default, Serialize)]
+pub struct Verdict {
+    pub ready: bool,
+    /// "boot", "shutting down", "no services defined", or service names.
+    pub waiting: Vec<String>,
+    /// Why each awaited service is not ready.
+    pub reasons: std::collections::BTreeMap<String, String>,
+}
+
+/// Ready = boot complete, not shutting down, and every service that counts ready
+/// ([`crate::supervise::counts_for_readiness`]); no services at all is not ready unless
+/// `supervise.ready_without_services`. See docs/operations.md, "What ready means".
+pub async fn verdict(s: &AppState) -> Verdict {
+    let mut v = Verdict::default();
     if !s.boot.view().complete {
-        waiting.push("boot".to_string());
+        v.waiting.push("boot".to_string());
+        v.reasons
+            .insert("boot".into(), "the boot steps are not finished".into());
     }
     if s.control.is_shutting_down() {
-        waiting.push("shutting down".to_string());
+        v.waiting.push("shutting down".to_string());
     }
-    for svc in s.control.status().await {
-        if svc.required && !svc.ready {
-            waiting.push(svc.name);
+    let services = s.control.status().await;
+    let mut counted = 0;
+    for svc in crate::supervise::counts_for_readiness(&services) {
+        counted += 1;
+        if !svc.ready {
+            v.waiting.push(svc.name.clone());
+            let why = svc
+                .reason
+                .clone()
+                .unwrap_or_else(|| svc.state.name().to_lowercase());
+            v.reasons.insert(svc.name.clone(), why);
         }
     }
-    if waiting.is_empty() && !s.control.all_ready().await {
-        waiting.push("services".to_string());
+    if v.waiting.is_empty() && !s.control.all_ready().await {
+        let what = if counted == 0 {
+            "no services defined"
+        } else {
+            "services"
+        };
+        v.waiting.push(what.to_string());
+        if counted == 0 {
+            v.reasons.insert(
+                what.into(),
+                "no supervisord program and no native service (supervise.ready_without_services)"
+                    .into(),
+            );
+        }
     }
-    (waiting.is_empty(), waiting)
+    v.ready = v.waiting.is_empty();
+    v
+}
+
+/// [`verdict`] as (ready, waiting).
+pub async fn readiness(s: &AppState) -> (bool, Vec<String>) {
+    let v = verdict(s).await;
+    (v.ready, v.waiting)
 }
 
 async fn readyz(State(s): State<AppState>) -> impl IntoResponse {
-    let (ready, waiting) = readiness(&s).await;
-    let code = if ready {
+    let v = verdict(&s).await;
+    let code = if v.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
     };
-    (code, Json(json!({ "ready": ready, "waiting": waiting })))
+    (code, Json(v))
 }
 
 #[derive(Serialize)]
@@ -180,12 +220,13 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
             info,
         })
         .collect();
-    let (ready, waiting) = readiness(&s).await;
+    let v = verdict(&s).await;
     Json(json!({
         "version": env!("CARGO_PKG_VERSION"),
         "uptime": s.started.elapsed().as_secs(),
-        "ready": ready,
-        "waiting": waiting,
+        "ready": v.ready,
+        "waiting": v.waiting,
+        "reasons": v.reasons,
         "shutting_down": s.control.is_shutting_down(),
         "boot": s.boot.view(),
         "services": services,

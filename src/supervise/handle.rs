@@ -236,10 +236,9 @@ impl SupervisorHandle {
         Ok(ring.read(offset, len))
     }
 
-    /// True when every required service is ready (tasks: completed). When no service is
-    /// marked required, every autostart service counts. After-ready tasks never count
-    /// (they wait for readiness themselves), and a process that is never restarted counts
-    /// once it exited with an expected code (Cloudify's `cloudify-starter`).
+    /// True when every service that counts is ready ([`super::counts_for_readiness`]); with
+    /// no service that counts (none at all, or only after-ready tasks),
+    /// `supervise.ready_without_services`.
     pub async fn all_ready(&self) -> bool {
         self.all_ready_now()
     }
@@ -250,18 +249,13 @@ impl SupervisorHandle {
         if st.is_shutting_down() {
             return false;
         }
-        let any_required = st.services.values().any(|s| s.spec.required);
-        st.services
-            .values()
-            .filter(|s| s.spec.kind != ServiceKind::AfterReady)
-            .filter(|s| {
-                if any_required {
-                    s.spec.required
-                } else {
-                    s.spec.autostart
-                }
-            })
-            .all(|s| s.ready || s.finished_as_expected())
+        let infos: Vec<ServiceInfo> = st.services.values().map(|s| s.info()).collect();
+        let mut counted = super::counts_for_readiness(&infos).peekable();
+        if counted.peek().is_none() {
+            return st.ready_without_services;
+        }
+        let ready = counted.all(|s| s.ready);
+        ready
     }
 
     /// Begin a graceful shutdown (as SIGTERM would).

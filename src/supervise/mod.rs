@@ -40,6 +40,10 @@ pub struct SuperviseConfig {
     pub forward_signals: ForwardSignals,
     /// Native service definitions.
     pub services: Vec<ServiceSpec>,
+    /// Count an init that supervises no service at all as ready. Off by default: an image
+    /// without any service (no `/etc/supervisord.conf`, no native service) is most likely
+    /// broken, so `/readyz` answers 503 "no services defined".
+    pub ready_without_services: bool,
 }
 
 impl Default for SuperviseConfig {
@@ -48,6 +52,7 @@ impl Default for SuperviseConfig {
             shutdown_deadline: Duration::from_secs(9),
             forward_signals: ForwardSignals::Main,
             services: Vec::new(),
+            ready_without_services: false,
         }
     }
 }
@@ -137,9 +142,14 @@ pub struct ServiceSpec {
     /// skipped while it exists.
     #[serde(default)]
     pub marker: Option<PathBuf>,
-    /// How to tell that the service is ready.
+    /// How to tell that the service is ready; checked for as long as it runs.
     #[serde(default)]
     pub readiness: Readiness,
+    /// Optional liveness check: after `failure_threshold` failures in a row the service is
+    /// restarted (stopped with its stop signal, then started again; with `restart: never`
+    /// only stopped).
+    #[serde(default)]
+    pub liveness: Option<Liveness>,
     /// Seconds the process must stay up to count as started (supervisord `startsecs`).
     #[serde(default = "defaults::startsecs", with = "humantime_serde")]
     #[schemars(with = "String")]
@@ -230,6 +240,9 @@ impl ServiceSpec {
             root.apply(p);
         }
         self.readiness.reroot(root);
+        if let Some(ReadinessCheck::File { path }) = self.liveness.as_mut().map(|l| &mut l.check) {
+            root.apply(path);
+        }
         self.stdout.reroot(root);
         self.stderr.reroot(root);
     }
@@ -259,6 +272,23 @@ impl ServiceSpec {
         }
         if self.backoff.initial.is_zero() || self.backoff.max < self.backoff.initial {
             return Err("backoff needs 0 < initial <= max".into());
+        }
+        let r = &self.readiness;
+        if r.failure_threshold == 0 || r.success_threshold == 0 || r.period.is_zero() {
+            return Err(
+                "readiness needs failure_threshold >= 1, success_threshold >= 1 and a period > 0"
+                    .into(),
+            );
+        }
+        if let Some(l) = &self.liveness {
+            if l.check == ReadinessCheck::Started {
+                return Err(
+                    "liveness needs a check (tcp, http, exec or file), not `started`".into(),
+                );
+            }
+            if l.failure_threshold == 0 || l.period.is_zero() {
+                return Err("liveness needs failure_threshold >= 1 and a period > 0".into());
+            }
         }
         Ok(())
     }
@@ -329,20 +359,33 @@ impl Default for CrashLoop {
     }
 }
 
-/// A readiness check and its timing.
+/// A readiness check and its timing. Until the first pass it runs every `interval` (and
+/// `retries` failures in a row make the start fail); from then on every `period` for as
+/// long as the service runs, with Kubernetes' semantics: `failure_threshold` failures in a
+/// row make the service not ready, `success_threshold` passes in a row ready again.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Readiness {
     /// What to check.
     pub check: ReadinessCheck,
+    /// Time between checks until the first pass.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub interval: Duration,
+    /// Time one check may take before it counts as failed (an exec check is killed).
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub timeout: Duration,
     /// Failed checks in a row before the start counts as failed (0 = keep trying).
     pub retries: u32,
+    /// Time between checks once the service has passed once.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub period: Duration,
+    /// Failed checks in a row (after the first pass) that make the service not ready.
+    pub failure_threshold: u32,
+    /// Passed checks in a row that make a not-ready service ready again.
+    pub success_threshold: u32,
 }
 
 impl Default for Readiness {
@@ -352,6 +395,44 @@ impl Default for Readiness {
             interval: Duration::from_millis(250),
             timeout: Duration::from_secs(2),
             retries: 0,
+            period: Duration::from_secs(10),
+            failure_threshold: 3,
+            success_threshold: 1,
+        }
+    }
+}
+
+/// A liveness check: run every `period` once the service is RUNNING (after
+/// `initial_delay`); `failure_threshold` failures in a row restart the service.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Liveness {
+    /// What to check (`started` is not allowed here).
+    pub check: ReadinessCheck,
+    /// Time after the service is RUNNING before the first check.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub initial_delay: Duration,
+    /// Time between checks.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub period: Duration,
+    /// Time one check may take before it counts as failed.
+    #[serde(with = "humantime_serde")]
+    #[schemars(with = "String")]
+    pub timeout: Duration,
+    /// Failed checks in a row that restart the service.
+    pub failure_threshold: u32,
+}
+
+impl Default for Liveness {
+    fn default() -> Self {
+        Self {
+            check: ReadinessCheck::Started,
+            initial_delay: Duration::ZERO,
+            period: Duration::from_secs(10),
+            timeout: Duration::from_secs(2),
+            failure_threshold: 3,
         }
     }
 }
@@ -456,10 +537,34 @@ pub struct ServiceInfo {
     pub spawn_error: Option<String>,
     /// supervisord-style description ("pid 12, uptime 0:01:02", "Exited too quickly", ...).
     pub description: String,
+    /// Why it is in its state, or why it is not ready ("readiness check failed 3 times in a
+    /// row: ...", "waiting for postgres", "completed"); None when running and ready.
+    #[serde(default)]
+    pub reason: Option<String>,
     pub required: bool,
+    /// Started at boot (supervisord `autostart`).
+    #[serde(default)]
+    pub autostart: bool,
     pub kind: ServiceKind,
     /// Where the definition came from; supervisord's XML-RPC shows only its own programs.
     pub origin: Origin,
+}
+
+/// The services whose readiness makes the init ready (docs/operations.md, "What ready
+/// means"): the required ones when any service is marked `required`, else every autostart
+/// one; after-ready tasks never count (they wait for readiness themselves). A one-shot
+/// counts as ready once it completed, a `restart: never` service once it exited with an
+/// expected code (Cloudify's `cloudify-starter`).
+pub fn counts_for_readiness(infos: &[ServiceInfo]) -> impl Iterator<Item = &ServiceInfo> {
+    let any_required = infos.iter().any(|s| s.required);
+    infos.iter().filter(move |s| {
+        s.kind != ServiceKind::AfterReady
+            && if any_required {
+                s.required
+            } else {
+                s.autostart
+            }
+    })
 }
 
 /// Which output stream of a service.

@@ -142,6 +142,14 @@ impl<'a> Runner<'a> {
             tokio::task::spawn_local(make(handle.clone()));
         }
         engine::run(shared.clone(), rx).await;
+        // Every service has exited: let the pumps read what is left in the pipes (bounded,
+        // since an orphaned grandchild may keep a pipe open).
+        let pumps = std::mem::take(&mut shared.lock().pumps);
+        let _ = tokio::time::timeout(
+            std::time::Duration::from_millis(500),
+            futures_util::future::join_all(pumps),
+        )
+        .await;
         let code = shared.lock().exit_code();
         let reaper = pid1::reaper();
         tracing::info!(

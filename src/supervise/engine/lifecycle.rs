@@ -103,6 +103,8 @@ impl State {
         svc.start_time = now_unix();
         svc.ready = false;
         svc.note = None;
+        svc.cancel_probe();
+        svc.health = Default::default();
         match spawn::spawn(&svc.spec, svc.attach, on_exit) {
             Ok(sp) => {
                 tracing::info!(service = name, pid = sp.pid, "started");
@@ -116,13 +118,15 @@ impl State {
                     (sp.stderr, Stream::Stderr, &svc.spec.stderr),
                 ] {
                     if let Some(fd) = fd {
-                        tokio::spawn(logs::pump(
+                        let pump = tokio::spawn(logs::pump(
                             label.clone(),
                             stream,
                             fd,
                             Sink::for_target(target),
                             svc.tails.clone(),
                         ));
+                        self.pumps.retain(|p| !p.is_finished());
+                        self.pumps.push(pump);
                     }
                 }
                 if svc.spec.readiness.check != ReadinessCheck::Started {
@@ -154,20 +158,6 @@ impl State {
         }
     }
 
-    pub(super) fn start_probe(&mut self, name: &str, gen: u64) {
-        let tx = self.tx.clone();
-        let svc = self.services.get_mut(name).expect("known");
-        svc.cancel_probe();
-        svc.probe_gen = gen;
-        let readiness = svc.spec.readiness.clone();
-        let name = name.to_string();
-        let task = tokio::spawn(async move {
-            let ok = crate::supervise::readiness::wait_ready(readiness).await;
-            let _ = tx.send(Msg::Probe { name, gen, ok });
-        });
-        svc.probe = Some(task.abort_handle());
-    }
-
     /// Arm the service's one timer (start-up grace, back-off or stop timeout).
     pub(super) fn schedule(&mut self, name: &str, after: Duration) {
         let gen = self.gen();
@@ -194,6 +184,9 @@ impl State {
             tracing::info!(service = name, "running and ready");
         } else {
             tracing::info!(service = name, "running");
+        }
+        if svc.spec.liveness.is_some() && !svc.is_task() {
+            self.start_liveness(name);
         }
     }
 
@@ -223,31 +216,6 @@ impl State {
                 }
             }
             _ => {}
-        }
-    }
-
-    pub(super) fn on_probe(&mut self, name: &str, gen: u64, ok: bool) {
-        let Some(svc) = self.services.get_mut(name) else {
-            return;
-        };
-        if svc.probe_gen != gen || svc.pid.is_none() {
-            return;
-        }
-        svc.probe = None;
-        if ok {
-            svc.ready = true;
-            tracing::info!(service = name, "ready");
-            if svc.state == ProcessState::Starting {
-                self.enter_running(name);
-            }
-        } else if let Some(pid) = svc.pid {
-            tracing::warn!(service = name, "readiness check failed; killing it");
-            svc.note = Some("Readiness check failed".into());
-            // Counted as a failed start when its exit arrives.
-            svc.state = ProcessState::Starting;
-            svc.cancel_timer();
-            kill_group(pid, libc::SIGKILL);
-            kill_pid(pid, libc::SIGKILL);
         }
     }
 }

@@ -17,6 +17,7 @@ use super::spawn::Attach;
 use super::{ForwardSignals, Origin, ServiceSpec, SuperviseConfig, SuperviseError, UpdateReport};
 
 mod commands;
+mod health;
 mod lifecycle;
 mod restart;
 mod service;
@@ -42,10 +43,17 @@ pub(crate) enum Msg {
         name: String,
         gen: u64,
     },
+    /// A readiness check's result.
     Probe {
         name: String,
         gen: u64,
-        ok: bool,
+        result: Result<(), String>,
+    },
+    /// A liveness check's result.
+    Liveness {
+        name: String,
+        gen: u64,
+        result: Result<(), String>,
     },
     /// Begin a graceful shutdown; `Some(sig)`: the signal that asked for it.
     Shutdown(Option<i32>),
@@ -82,6 +90,11 @@ pub(crate) struct State {
     forward: ForwardSignals,
     deadline: Duration,
     next_gen: u64,
+    /// Output pumps still reading; drained (bounded) before the init exits so that a
+    /// service's last lines are not lost.
+    pub pumps: Vec<tokio::task::JoinHandle<()>>,
+    /// `supervise.ready_without_services`.
+    pub ready_without_services: bool,
 }
 
 struct Shutdown {
@@ -104,6 +117,8 @@ pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedRece
         forward: config.forward_signals,
         deadline: config.shutdown_deadline,
         next_gen: 1,
+        ready_without_services: config.ready_without_services,
+        pumps: Vec::new(),
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
@@ -213,7 +228,8 @@ impl State {
             }
             Msg::Exit { name, pid, status } => self.on_exit(&name, pid, status),
             Msg::Timer { name, gen } => self.on_timer(&name, gen),
-            Msg::Probe { name, gen, ok } => self.on_probe(&name, gen, ok),
+            Msg::Probe { name, gen, result } => self.on_probe(&name, gen, result),
+            Msg::Liveness { name, gen, result } => self.on_liveness(&name, gen, result),
             Msg::Shutdown(sig) => self.begin_shutdown(sig),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Deadline => self.on_deadline(),

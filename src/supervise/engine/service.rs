@@ -44,7 +44,25 @@ pub(crate) struct Service {
     pub(super) timer_gen: u64,
     pub(super) probe: Option<AbortHandle>,
     pub(super) probe_gen: u64,
+    /// Results of the health checks since the current process started.
+    pub(super) health: Health,
     pub tails: Arc<Tails>,
+}
+
+/// Check results of the current process (reset at each start).
+#[derive(Debug, Default)]
+pub(crate) struct Health {
+    /// The readiness check passed at least once.
+    pub passed_once: bool,
+    /// Readiness failures / passes in a row.
+    pub fails: u32,
+    pub passes: u32,
+    /// Why the last readiness check failed.
+    pub last_error: Option<String>,
+    /// Liveness failures in a row, the task, and its generation.
+    pub live_fails: u32,
+    pub liveness: Option<AbortHandle>,
+    pub live_gen: u64,
 }
 
 impl Service {
@@ -80,6 +98,7 @@ impl Service {
             timer_gen: 0,
             probe: None,
             probe_gen: 0,
+            health: Health::default(),
             tails: Arc::new(Tails::default()),
         }
     }
@@ -94,8 +113,12 @@ impl Service {
         }
     }
 
+    /// Stop the health checks (readiness and liveness).
     pub(super) fn cancel_probe(&mut self) {
         if let Some(p) = self.probe.take() {
+            p.abort();
+        }
+        if let Some(p) = self.health.liveness.take() {
             p.abort();
         }
     }
@@ -105,7 +128,7 @@ impl Service {
             name: self.spec.name.clone(),
             group: self.spec.group_name().to_string(),
             state: self.state,
-            ready: self.ready,
+            ready: self.ready || self.finished_as_expected(),
             pid: self.pid.map(|p| p as u32),
             start_time: self.start_time,
             stop_time: self.stop_time,
@@ -113,7 +136,9 @@ impl Service {
             restarts: self.restarts,
             spawn_error: self.spawn_error.clone(),
             description: self.description(),
+            reason: self.reason(),
             required: self.spec.required,
+            autostart: self.spec.autostart,
             kind: self.spec.kind,
             origin: self.origin,
         }
@@ -126,6 +151,47 @@ impl Service {
             && self
                 .last_exit
                 .is_some_and(|code| self.spec.exit_codes.contains(&code))
+    }
+
+    /// Why it is in its state / not ready, for `status` and `/readyz`.
+    pub(super) fn reason(&self) -> Option<String> {
+        let ready = self.ready || self.finished_as_expected();
+        let failing = || {
+            self.health.last_error.as_ref().map(|e| {
+                format!(
+                    "readiness check failed {} time{} in a row: {e}",
+                    self.health.fails,
+                    if self.health.fails == 1 { "" } else { "s" }
+                )
+            })
+        };
+        match self.state {
+            ProcessState::Running if ready => None,
+            ProcessState::Running | ProcessState::Starting => {
+                failing().or_else(|| self.note.clone()).or_else(|| {
+                    Some(if self.state == ProcessState::Starting {
+                        "starting".to_string()
+                    } else {
+                        "waiting for its readiness check".to_string()
+                    })
+                })
+            }
+            ProcessState::Exited if self.finished_as_expected() || (self.is_task() && ready) => {
+                Some(self.note.clone().unwrap_or_else(|| "completed".into()))
+            }
+            ProcessState::Stopped if !self.ever_started && self.note.is_none() => Some(
+                if self.want_up {
+                    "not started yet"
+                } else {
+                    "not started (autostart off)"
+                }
+                .into(),
+            ),
+            _ => self
+                .note
+                .clone()
+                .or_else(|| Some(self.state.name().to_lowercase())),
+        }
     }
 
     /// supervisord-style description.
