@@ -8,6 +8,9 @@
 //! column), then its mappings are merged key by key over the embedded default (lists and
 //! scalars replace) and the result is deserialized again.
 
+mod limits;
+pub use limits::MAX_FLOW_DEPTH;
+
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
@@ -140,13 +143,38 @@ fn layered(file: &Path) -> Result<Config, ConfigError> {
         path: file.to_path_buf(),
         reason: e.to_string(),
     })?;
-    // Typed parse of the file alone: errors point into the user's own file.
-    from_str(&text, file)?;
-    let user: Value = serde_norway::from_str(&text).map_err(|e| parse_error(file, e))?;
-    let mut merged: Value =
-        serde_json::from_str(DEFAULT_JSON).expect("the embedded default is valid JSON");
-    merge(&mut merged, user);
-    serde_norway::from_value(merged).map_err(|e| parse_error(file, e))
+    check_limits(&text, file)?;
+    let merged = serde_norway::from_str::<Value>(&text).and_then(|user| {
+        let mut merged: Value =
+            serde_json::from_str(DEFAULT_JSON).expect("the embedded default is valid JSON");
+        merge(&mut merged, user);
+        serde_norway::from_value::<Config>(merged)
+    });
+    match merged {
+        Ok(config) => Ok(config),
+        // The typed parse of the file alone (only on failure: it is a second full parse)
+        // gives errors that point into the user's own file.
+        Err(e) => {
+            from_str(&text, file)?;
+            Err(parse_error(file, e))
+        }
+    }
+}
+
+/// Reject at once what the YAML parser would take super-linear time on.
+fn check_limits(text: &str, path: &Path) -> Result<(), ConfigError> {
+    match limits::too_deep(text) {
+        None => Ok(()),
+        Some((line, col)) => Err(ConfigError::Parse {
+            path: path.to_path_buf(),
+            line,
+            col,
+            msg: format!(
+                "flow collections ([...] or {{...}}) nested deeper than {MAX_FLOW_DEPTH} levels \
+                 (the config loader's limit)"
+            ),
+        }),
+    }
 }
 
 impl Section for crate::logging::LogConfig {
@@ -155,6 +183,7 @@ impl Section for crate::logging::LogConfig {
 
 /// Deserialize a whole config from text, reporting errors against `path`.
 pub fn from_str(text: &str, path: &Path) -> Result<Config, ConfigError> {
+    check_limits(text, path)?;
     serde_norway::from_str(text).map_err(|e| parse_error(path, e))
 }
 

@@ -8,21 +8,26 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ServiceSpec;
 
 /// Names in start order. Members of a dependency cycle come last, by priority.
+/// Linear in the number of services and dependencies (times a log factor).
 pub fn start_order<'a>(specs: impl IntoIterator<Item = &'a ServiceSpec>) -> Vec<String> {
     let specs: BTreeMap<&str, &ServiceSpec> =
         specs.into_iter().map(|s| (s.name.as_str(), s)).collect();
-    let mut missing: BTreeMap<&str, usize> = specs
-        .values()
-        .map(|s| {
-            let deps: BTreeSet<&str> = s
-                .depends_on
-                .iter()
-                .map(String::as_str)
-                .filter(|d| specs.contains_key(d) && *d != s.name)
-                .collect();
-            (s.name.as_str(), deps.len())
-        })
-        .collect();
+    // For each service: how many of its (existing, distinct) dependencies are not placed
+    // yet, and who depends on it.
+    let mut missing: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut dependents: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for s in specs.values() {
+        let deps: BTreeSet<&str> = s
+            .depends_on
+            .iter()
+            .map(String::as_str)
+            .filter(|d| specs.contains_key(d) && *d != s.name)
+            .collect();
+        for d in &deps {
+            dependents.entry(d).or_default().push(s.name.as_str());
+        }
+        missing.insert(s.name.as_str(), deps.len());
+    }
     let key = |n: &str| (specs[n].priority, n.to_string());
     let mut ready: BTreeSet<(i32, String)> = missing
         .iter()
@@ -33,14 +38,11 @@ pub fn start_order<'a>(specs: impl IntoIterator<Item = &'a ServiceSpec>) -> Vec<
     while let Some(first) = ready.pop_first() {
         let name = first.1;
         missing.remove(name.as_str());
-        for s in specs.values() {
-            let deps: BTreeSet<&str> = s.depends_on.iter().map(String::as_str).collect();
-            if deps.contains(name.as_str()) {
-                if let Some(c) = missing.get_mut(s.name.as_str()) {
-                    *c -= 1;
-                    if *c == 0 {
-                        ready.insert(key(&s.name));
-                    }
+        for dep in dependents.get(name.as_str()).into_iter().flatten() {
+            if let Some(c) = missing.get_mut(dep) {
+                *c -= 1;
+                if *c == 0 {
+                    ready.insert(key(dep));
                 }
             }
         }
@@ -52,40 +54,38 @@ pub fn start_order<'a>(specs: impl IntoIterator<Item = &'a ServiceSpec>) -> Vec<
     out
 }
 
-/// A dependency cycle among `specs`, as `a -> b -> a`, if there is one.
+/// A dependency cycle among `specs`, as `a -> b -> a`, if there is one. Iterative depth-
+/// first search (a chain of 100 000 dependencies must not overflow the stack), linear.
 pub fn find_cycle(specs: &[ServiceSpec]) -> Option<String> {
     let by_name: BTreeMap<&str, &ServiceSpec> =
         specs.iter().map(|s| (s.name.as_str(), s)).collect();
-    fn visit<'a>(
-        n: &'a str,
-        by_name: &BTreeMap<&'a str, &'a ServiceSpec>,
-        path: &mut Vec<&'a str>,
-        done: &mut BTreeSet<&'a str>,
-    ) -> Option<String> {
-        if let Some(i) = path.iter().position(|p| *p == n) {
-            let mut cycle: Vec<&str> = path[i..].to_vec();
-            cycle.push(n);
-            return Some(cycle.join(" -> "));
-        }
-        if done.contains(n) {
-            return None;
-        }
-        path.push(n);
-        if let Some(s) = by_name.get(n) {
-            for d in &s.depends_on {
-                if let Some(c) = visit(d, by_name, path, done) {
-                    return Some(c);
-                }
-            }
-        }
-        path.pop();
-        done.insert(n);
-        None
-    }
-    let mut done = BTreeSet::new();
+    let mut done: BTreeSet<&str> = BTreeSet::new();
     for s in specs {
-        if let Some(c) = visit(&s.name, &by_name, &mut Vec::new(), &mut done) {
-            return Some(c);
+        if done.contains(s.name.as_str()) {
+            continue;
+        }
+        // The current path, each with the index of its next dependency to visit.
+        let mut path: Vec<(&str, usize)> = vec![(s.name.as_str(), 0)];
+        let mut on_path: BTreeSet<&str> = BTreeSet::from([s.name.as_str()]);
+        while let Some((n, next)) = path.last_mut() {
+            let deps = by_name.get(*n).map_or(&[][..], |s| &s.depends_on[..]);
+            let Some(d) = deps.get(*next).map(String::as_str) else {
+                done.insert(n);
+                on_path.remove(*n);
+                path.pop();
+                continue;
+            };
+            *next += 1;
+            if on_path.contains(d) {
+                let i = path.iter().position(|(p, _)| *p == d).expect("on the path");
+                let mut cycle: Vec<&str> = path[i..].iter().map(|(p, _)| *p).collect();
+                cycle.push(d);
+                return Some(cycle.join(" -> "));
+            }
+            if !done.contains(d) {
+                on_path.insert(d);
+                path.push((d, 0));
+            }
         }
     }
     None

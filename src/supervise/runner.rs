@@ -107,7 +107,7 @@ impl<'a> Runner<'a> {
             let mut st = shared.lock();
             if self.main.is_empty() {
                 for spec in &cfg.services {
-                    st.insert(spec.clone(), Origin::Native, Attach::Service);
+                    st.insert_unordered(spec.clone(), Origin::Native, Attach::Service);
                 }
             } else {
                 let spec = main_spec(self.main.clone(), cfg.shutdown_deadline);
@@ -127,8 +127,9 @@ impl<'a> Runner<'a> {
                         spec.source.as_deref().unwrap_or("config"),
                     )));
                 }
-                st.insert(spec, origin, Attach::Service);
+                st.insert_unordered(spec, origin, Attach::Service);
             }
+            st.reorder();
         }
         let handle = SupervisorHandle::new(shared.clone());
         tokio::task::spawn_local(dispatch_signals(

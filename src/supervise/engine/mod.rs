@@ -174,12 +174,19 @@ fn now_unix() -> u64 {
 impl State {
     /// Add a service (config time or at run time).
     pub fn insert(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
-        let svc = Service::new(spec, origin, attach, self.shutdown.is_some());
-        self.services.insert(svc.spec.name.clone(), svc);
+        self.insert_unordered(spec, origin, attach);
         self.reorder();
     }
 
-    fn reorder(&mut self) {
+    /// Add a service without recomputing the start order: for loading many at once, followed
+    /// by one [`Self::reorder`].
+    pub fn insert_unordered(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
+        let svc = Service::new(spec, origin, attach, self.shutdown.is_some());
+        self.services.insert(svc.spec.name.clone(), svc);
+    }
+
+    /// Recompute the start order.
+    pub fn reorder(&mut self) {
         self.order = super::order::start_order(self.services.values().map(|s| &s.spec));
     }
 
