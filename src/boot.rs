@@ -115,14 +115,24 @@ fn persist_logged(ctx: &Context) -> anyhow::Result<crate::persist::PersistReport
     for d in &report.directories {
         tracing::info!(
             dir = %d.path.display(),
-            outcome = ?d.outcome,
-            link = ?d.link,
+            outcome = %label(&d.outcome),
+            link = %label(&d.link),
             files = d.files_copied,
             bytes = d.bytes_copied,
             "persist"
         );
     }
     Ok(report)
+}
+
+/// The serde name of an enum value (`already-present`), for log lines: operators read the
+/// same words as in `/status`, not Rust's (`AlreadyPresent`).
+fn label<T: serde::Serialize>(v: &T) -> String {
+    match serde_json::to_value(v) {
+        Ok(serde_json::Value::String(s)) => s,
+        Ok(other) => other.to_string(),
+        Err(_) => "?".into(),
+    }
 }
 
 /// Service-account credentials: a problem is a warning unless `secret.required`.

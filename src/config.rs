@@ -9,7 +9,7 @@
 //! scalars replace) and the result is deserialized again.
 
 mod limits;
-pub use limits::MAX_FLOW_DEPTH;
+pub use limits::{MAX_CONFIG_BYTES, MAX_FLOW_DEPTH};
 
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
@@ -163,6 +163,15 @@ fn layered(file: &Path) -> Result<Config, ConfigError> {
 
 /// Reject at once what the YAML parser would take super-linear time on.
 fn check_limits(text: &str, path: &Path) -> Result<(), ConfigError> {
+    if text.len() > MAX_CONFIG_BYTES {
+        return Err(ConfigError::Invalid {
+            path: path.to_path_buf(),
+            msg: format!(
+                "the file is {} bytes; the config loader's limit is {MAX_CONFIG_BYTES} bytes",
+                text.len()
+            ),
+        });
+    }
     match limits::too_deep(text) {
         None => Ok(()),
         Some((line, col)) => Err(ConfigError::Parse {

@@ -1,5 +1,7 @@
 //! Logging set-up: one line per event through `tracing`, text by default, JSON on request.
-//! Child output is logged by the supervisor with the service name as a field and prefix.
+//! Child output is logged by the supervisor under [`crate::supervise::logs::OUTPUT_TARGET`]
+//! with the service name as a field and the line as the message: text shows it once, as
+//! `[name] line`; JSON has `"service"` and a plain `"message"`.
 
 use serde::{Deserialize, Serialize};
 
@@ -66,7 +68,10 @@ pub fn init(format: LogFormat, level: &str, main_log_bytes: Option<usize>) {
     let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let output = fmt::layer().with_writer(std::io::stderr).with_target(false);
     let output = match format {
-        LogFormat::Text => output.with_ansi(ansi).boxed(),
+        LogFormat::Text => output
+            .with_ansi(ansi)
+            .event_format(OutputLines(fmt::format().with_target(false)))
+            .boxed(),
         LogFormat::Json => output.json().flatten_event(true).boxed(),
     };
     let ring =
@@ -75,4 +80,59 @@ pub fn init(format: LogFormat, level: &str, main_log_bytes: Option<usize>) {
         .with(output.with_filter(filter()))
         .with(ring)
         .try_init();
+}
+
+/// Text format: service output lines as `TIME LEVEL [name] line` (the name once, no
+/// fields); every other event as `inner` formats it.
+struct OutputLines<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for OutputLines<F>
+where
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use tracing_subscriber::fmt::time::FormatTime;
+        if event.metadata().target() != crate::supervise::logs::OUTPUT_TARGET {
+            return self.0.format_event(ctx, w, event);
+        }
+        let mut line = OutputFields::default();
+        event.record(&mut line);
+        tracing_subscriber::fmt::time::SystemTime.format_time(&mut w)?;
+        writeln!(
+            w,
+            " {:>5} [{}] {}",
+            event.metadata().level(),
+            line.service,
+            line.message
+        )
+    }
+}
+
+#[derive(Default)]
+struct OutputFields {
+    service: String,
+    message: String,
+}
+
+impl tracing::field::Visit for OutputFields {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "service" {
+            self.service = value.to_string();
+        }
+    }
+
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        match field.name() {
+            "message" => self.message = format!("{value:?}"),
+            "service" => self.service = format!("{value:?}"),
+            _ => {}
+        }
+    }
 }

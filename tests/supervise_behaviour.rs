@@ -199,12 +199,7 @@ supervise:
             .events()
             .iter()
             .filter(|e| e["service"] == "longline")
-            .filter(|e| {
-                e["message"]
-                    .as_str()
-                    .unwrap_or("")
-                    .starts_with("[longline] xxx")
-            })
+            .filter(|e| e["message"].as_str().unwrap_or("").starts_with("xxx"))
             .count();
         (n >= 7).then_some(n)
     });
@@ -241,10 +236,9 @@ supervise:
     assert!(!sb.path("logs/chatty.log.3").exists());
     let init = stop(init);
     init.check(
-        !init
-            .events()
-            .iter()
-            .any(|e| e["message"].as_str().unwrap_or("").starts_with("[chatty]")),
+        !init.events().iter().any(|e| {
+            e["service"] == "chatty" && e["message"].as_str().unwrap_or("").starts_with("line-")
+        }),
         "file output also went to the init's log",
     );
 }

@@ -24,13 +24,12 @@ fn first(init: &Init, msg: &str, service: &str) -> usize {
         .unwrap_or_else(|| panic!("no {msg:?} for {service}; log:\n{}", init.log_text()))
 }
 
-/// Lines PostgreSQL itself logged (through cfy-init's `[postgres]` prefix).
+/// Lines PostgreSQL itself logged (its stderr, through cfy-init's log).
 fn pg_lines(init: &Init, name: &str) -> Vec<String> {
     init.events()
         .iter()
-        .filter(|e| e["service"] == name)
+        .filter(|e| e["service"] == name && e["stream"] == "stderr")
         .filter_map(|e| e["message"].as_str().map(str::to_string))
-        .filter(|m| m.starts_with(&format!("[{name}] ")))
         .collect()
 }
 

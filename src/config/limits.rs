@@ -1,9 +1,15 @@
 //! Limits checked on the raw config text before the YAML parser sees it. libyaml (under
 //! serde_norway) re-scans its stack of flow levels at every token, so flow collections
 //! (`[...]`, `{...}`) nested N deep cost O(N²): 20 000 levels took 36 s, 100 000 hung. A
-//! linear pre-scan rejects such a document at once with a clear error. Block nesting
+//! linear pre-scan rejects such a document at once with a clear error, as it does a file
+//! larger than [`MAX_CONFIG_BYTES`]. Block nesting
 //! (indentation, `- - - x`) parses in linear time and is left to the parser, whose own
 //! recursion limit then applies when deserializing.
+
+/// Largest config file accepted: a real one is a few KiB; 2 MiB (about 45 000 one-line
+/// service definitions) still loads well under a second, while a 9 MB file of 200 000
+/// services would take seconds, so it is refused at once instead.
+pub const MAX_CONFIG_BYTES: usize = 2 << 20;
 
 /// Deepest nesting of flow collections accepted (a real config nests 2 or 3 deep).
 pub const MAX_FLOW_DEPTH: usize = 256;

@@ -17,6 +17,11 @@ struct ServiceLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct StepLabel {
+    step: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ResultLabel {
     result: String,
 }
@@ -26,6 +31,9 @@ pub async fn render(state: &AppState) -> String {
     let restarts = Family::<ServiceLabel, Counter>::default();
     let up = Family::<ServiceLabel, Gauge>::default();
     let ready = Family::<ServiceLabel, Gauge>::default();
+    let last_exit = Family::<ServiceLabel, Gauge>::default();
+    let start_time = Family::<ServiceLabel, Gauge>::default();
+    let log_dropped = Family::<ServiceLabel, Counter>::default();
     for s in state.control.status().await {
         let l = ServiceLabel {
             service: s.name.clone(),
@@ -33,7 +41,37 @@ pub async fn render(state: &AppState) -> String {
         restarts.get_or_create(&l).inc_by(s.restarts);
         up.get_or_create(&l).set(s.pid.is_some() as i64);
         ready.get_or_create(&l).set(s.ready as i64);
+        if let Some(code) = s.last_exit_code {
+            last_exit.get_or_create(&l).set(i64::from(code));
+        }
+        if s.start_time > 0 {
+            start_time.get_or_create(&l).set(s.start_time as i64);
+        }
+        log_dropped.get_or_create(&l).inc_by(s.log_dropped_lines);
     }
+    reg.register(
+        "build",
+        "cfy-init build",
+        prometheus_client::metrics::info::Info::new(vec![(
+            "version".to_string(),
+            env!("CARGO_PKG_VERSION").to_string(),
+        )]),
+    );
+    reg.register(
+        "service_last_exit_code",
+        "Exit code of the service's last exit (128+signal when killed)",
+        last_exit,
+    );
+    reg.register(
+        "service_start_time_seconds",
+        "Unix time of the service's last start",
+        start_time,
+    );
+    reg.register(
+        "service_log_dropped_lines",
+        "Output lines of the service dropped by its log_rate_limit",
+        log_dropped,
+    );
     reg.register("service_restarts", "Restarts of each service", restarts);
     reg.register("service_up", "1 when the service has a running process", up);
     reg.register(
@@ -59,9 +97,51 @@ pub async fn render(state: &AppState) -> String {
         reaped,
     );
 
+    let boot = state.boot.view();
     let seed = Counter::<u64>::default();
-    seed.inc_by(state.boot.view().seed_bytes);
+    seed.inc_by(boot.seed_bytes);
     reg.register("seed_bytes", "Bytes copied into the store by seeding", seed);
+    let boot_secs = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    boot_secs.set(boot.seconds.unwrap_or(0.0));
+    reg.register(
+        "boot_duration_seconds",
+        "Time from the start of the boot until every step was done (0 while booting)",
+        boot_secs,
+    );
+    let steps = Family::<StepLabel, Gauge<f64, std::sync::atomic::AtomicU64>>::default();
+    for step in &boot.steps {
+        if let Some(secs) = step.seconds {
+            steps
+                .get_or_create(&StepLabel {
+                    step: step.name.clone(),
+                })
+                .set(secs);
+        }
+    }
+    reg.register(
+        "boot_step_duration_seconds",
+        "Time each finished boot step took",
+        steps,
+    );
+    let seed_secs = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    if boot.seed_bytes > 0 {
+        let persist = boot.steps.iter().find(|s| s.name == "persist");
+        seed_secs.set(persist.and_then(|s| s.seconds).unwrap_or(0.0));
+    }
+    reg.register(
+        "seed_duration_seconds",
+        "Time the persist step took when it copied data into the store (0 when it copied nothing)",
+        seed_secs,
+    );
+    let free = Gauge::<i64>::default();
+    if let Ok(fs) = nix::sys::statvfs::statvfs(state.engine.store()) {
+        free.set((fs.blocks_available() * fs.fragment_size()) as i64);
+    }
+    reg.register(
+        "store_free_bytes",
+        "Free bytes (for unprivileged users) on the store's filesystem",
+        free,
+    );
 
     let snap = state.engine.stats();
     let jobs = Family::<ResultLabel, Counter>::default();

@@ -13,7 +13,7 @@ mod server;
 
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
@@ -113,6 +113,10 @@ pub struct BootStep {
     /// Unix seconds.
     pub started: u64,
     pub finished: Option<u64>,
+    /// How long it took (fractional seconds), once finished.
+    pub seconds: Option<f64>,
+    #[serde(skip)]
+    began: Option<Instant>,
 }
 
 #[derive(Debug, Default, Clone, Serialize)]
@@ -124,6 +128,10 @@ pub struct BootView {
     pub persist: Option<serde_json::Value>,
     /// Bytes copied into the store by seeding.
     pub seed_bytes: u64,
+    /// Seconds from the start of the boot until every step was done.
+    pub seconds: Option<f64>,
+    #[serde(skip)]
+    began: Option<Instant>,
 }
 
 /// Boot progress shared between the boot sequence (writer) and the API (reader).
@@ -138,18 +146,27 @@ fn now_secs() -> u64 {
 
 impl BootState {
     pub fn new() -> BootState {
-        BootState::default()
+        let s = BootState::default();
+        s.0.write().unwrap().began = Some(Instant::now());
+        s
     }
 
     fn set(&self, name: &str, state: StepState, detail: Option<String>) {
         let mut v = self.0.write().unwrap();
         let now = now_secs();
         let finished = (state != StepState::Running).then_some(now);
+        let began = Instant::now();
         match v.steps.iter_mut().find(|s| s.name == name) {
             Some(s) => {
                 s.state = state;
                 s.detail = detail;
                 s.finished = finished;
+                if state == StepState::Running {
+                    s.began = Some(began);
+                    s.seconds = None;
+                } else {
+                    s.seconds = s.began.map(|b| b.elapsed().as_secs_f64());
+                }
             }
             None => v.steps.push(BootStep {
                 name: name.to_string(),
@@ -157,6 +174,8 @@ impl BootState {
                 detail,
                 started: now,
                 finished,
+                seconds: (state != StepState::Running).then_some(0.0),
+                began: Some(began),
             }),
         }
     }
@@ -182,7 +201,9 @@ impl BootState {
     }
     /// Every step before supervision is done: readiness now depends on services only.
     pub fn set_complete(&self) {
-        self.0.write().unwrap().complete = true;
+        let mut v = self.0.write().unwrap();
+        v.complete = true;
+        v.seconds = v.began.map(|b| b.elapsed().as_secs_f64());
     }
     pub fn view(&self) -> BootView {
         self.0.read().unwrap().clone()

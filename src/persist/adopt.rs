@@ -322,7 +322,7 @@ fn stage(
     }
     tracing::info!(
         dirs = outs.len(),
-        secs = format!("{secs:.2}"),
+        secs = (secs * 100.0).round() / 100.0,
         "copies staged"
     );
     Ok(outs)
@@ -365,7 +365,7 @@ fn publish(
     store.save(state)?;
     tracing::info!(
         dirs = staged.len(),
-        secs = format!("{:.2}", started.elapsed().as_secs_f64()),
+        secs = (started.elapsed().as_secs_f64() * 100.0).round() / 100.0,
         "seeded copies synced and moved into place"
     );
     Ok(())

@@ -275,8 +275,8 @@ impl Engine {
                 dir = %opts.label,
                 files,
                 mbytes = bytes / 1_000_000,
-                mb_per_s = format!("{:.1}", bytes as f64 / 1e6 / secs),
-                files_per_s = format!("{:.0}", files as f64 / secs),
+                mb_per_s = (bytes as f64 / 1e5 / secs).round() / 10.0,
+                files_per_s = (files as f64 / secs).round() as u64,
                 "copy in progress"
             );
         }

@@ -2,7 +2,13 @@
 //! (long lines cut at [`MAX_LINE`]), keeps the last bytes for `tail`, and hands lines to
 //! one writer thread through a bounded queue. When the queue is full the line is dropped
 //! and counted, so a child flooding its output never stalls supervision and the init's
-//! own (possibly slow) stderr never blocks the event loop.
+//! own (possibly slow) stderr never blocks the event loop. Each service's lines also pass a
+//! token bucket ([`super::LogRateLimit`]); what it refuses is dropped, counted per service
+//! and reported in one line once the flood eases.
+//!
+//! Lines are logged under the target [`OUTPUT_TARGET`] with a `service` field and the line
+//! as the plain message: the text format prints them `[service] line` (see
+//! [`crate::logging`]), JSON as `"message": "line", "service": "..."`.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -14,7 +20,10 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use tokio::io::AsyncReadExt;
 
-use super::{LogTail, LogTarget, Stream};
+use super::{LogRateLimit, LogTail, LogTarget, OutputLevel, Stream};
+
+/// The `tracing` target of service output lines.
+pub const OUTPUT_TARGET: &str = "cfy_init::output";
 
 /// Longest line logged as one event; longer lines are split.
 pub const MAX_LINE: usize = 16 * 1024;
@@ -65,14 +74,65 @@ impl Ring {
     }
 }
 
-/// Both captured streams of a service.
+/// Both captured streams of a service, and its output rate limit.
 #[derive(Debug, Default)]
 pub struct Tails {
     pub stdout: Mutex<Ring>,
     pub stderr: Mutex<Ring>,
+    bucket: Mutex<Bucket>,
+    dropped: AtomicU64,
+}
+
+/// Token bucket state.
+#[derive(Debug, Default)]
+struct Bucket {
+    tokens: f64,
+    last: Option<std::time::Instant>,
+    /// Dropped since the last report line.
+    unreported: u64,
 }
 
 impl Tails {
+    /// Lines dropped by the rate limit so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Whether one more line may be logged now; Some(n) when n dropped lines are to be
+    /// reported first.
+    fn admit(&self, limit: &LogRateLimit) -> (bool, u64) {
+        if limit.lines_per_second == 0 {
+            return (true, 0);
+        }
+        let mut b = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let now = std::time::Instant::now();
+        let burst = f64::from(limit.burst.max(1));
+        let refill = b.last.map_or(burst, |t| {
+            now.duration_since(t).as_secs_f64() * f64::from(limit.lines_per_second)
+        });
+        b.tokens = (b.tokens + refill).min(burst);
+        b.last = Some(now);
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            (true, std::mem::take(&mut b.unreported))
+        } else {
+            b.unreported += 1;
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            (false, 0)
+        }
+    }
+
+    /// Dropped lines not reported yet (at the end of the output).
+    fn take_unreported(&self) -> u64 {
+        std::mem::take(
+            &mut self
+                .bucket
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .unreported,
+        )
+    }
+
     pub fn ring(&self, stream: Stream) -> &Mutex<Ring> {
         match stream {
             Stream::Stdout => &self.stdout,
@@ -109,8 +169,17 @@ impl Sink {
 struct Line {
     service: Arc<str>,
     stream: Stream,
+    level: OutputLevel,
     text: Vec<u8>,
     sink: Arc<Sink>,
+}
+
+/// How a pump treats one stream's lines.
+#[derive(Debug, Clone)]
+pub struct LineRules {
+    /// Level of the logged lines.
+    pub level: OutputLevel,
+    pub limit: LogRateLimit,
 }
 
 fn queue() -> &'static crossbeam_channel::Sender<Line> {
@@ -133,15 +202,7 @@ fn queue() -> &'static crossbeam_channel::Sender<Line> {
 fn write_line(line: Line) {
     let text = String::from_utf8_lossy(&line.text);
     match &*line.sink {
-        Sink::Log => {
-            let name = &*line.service;
-            match line.stream {
-                Stream::Stdout => tracing::info!(service = name, "[{name}] {text}"),
-                Stream::Stderr => {
-                    tracing::info!(service = name, stream = "stderr", "[{name}] {text}")
-                }
-            }
-        }
+        Sink::Log => log_line(&line.service, line.stream, line.level, &text),
         Sink::File(f) => {
             let mut f = f.lock().unwrap_or_else(|e| e.into_inner());
             if let Err(e) = f.write_line(&line.text) {
@@ -155,6 +216,44 @@ fn write_line(line: Line) {
     }
 }
 
+/// Log one output line at `level` (a `tracing` level must be known at each call site).
+fn log_line(name: &str, stream: Stream, level: OutputLevel, text: &str) {
+    macro_rules! at {
+        ($lvl:expr) => {
+            match stream {
+                Stream::Stdout => tracing::event!(target: OUTPUT_TARGET, $lvl, service = name, "{text}"),
+                Stream::Stderr => tracing::event!(
+                    target: OUTPUT_TARGET,
+                    $lvl,
+                    service = name,
+                    stream = "stderr",
+                    "{text}"
+                ),
+            }
+        };
+    }
+    use tracing::Level;
+    match level {
+        OutputLevel::Error => at!(Level::ERROR),
+        OutputLevel::Warn => at!(Level::WARN),
+        OutputLevel::Info => at!(Level::INFO),
+        OutputLevel::Debug => at!(Level::DEBUG),
+        OutputLevel::Trace => at!(Level::TRACE),
+    }
+}
+
+fn report_dropped(service: &str, n: u64, limit: &LogRateLimit) {
+    if n > 0 {
+        tracing::warn!(
+            service,
+            dropped = n,
+            lines_per_second = limit.lines_per_second,
+            burst = limit.burst,
+            "output lines dropped by log_rate_limit"
+        );
+    }
+}
+
 /// Read one pipe until EOF: lines to `sink`, bytes to `ring`.
 pub async fn pump(
     service: Arc<str>,
@@ -162,6 +261,7 @@ pub async fn pump(
     fd: OwnedFd,
     sink: Option<Arc<Sink>>,
     tails: Arc<Tails>,
+    rules: LineRules,
 ) {
     let mut pipe = match tokio::net::unix::pipe::Receiver::from_owned_fd(fd) {
         Ok(p) => p,
@@ -191,14 +291,39 @@ pub async fn pump(
         let Some(sink) = &sink else { continue };
         pending.extend_from_slice(data);
         for line in split_lines(&mut pending) {
-            send(&service, stream, line, sink);
+            admit_and_send(&service, stream, line, sink, &tails, &rules);
         }
     }
     if let Some(sink) = &sink {
         if !pending.is_empty() {
-            send(&service, stream, std::mem::take(&mut pending), sink);
+            let line = std::mem::take(&mut pending);
+            admit_and_send(&service, stream, line, sink, &tails, &rules);
+        }
+        report_dropped(&service, tails.take_unreported(), &rules.limit);
+    }
+}
+
+/// Lines to the init's log pass the rate limit; file targets are not limited.
+fn admit_and_send(
+    service: &Arc<str>,
+    stream: Stream,
+    text: Vec<u8>,
+    sink: &Arc<Sink>,
+    tails: &Tails,
+    rules: &LineRules,
+) {
+    if matches!(**sink, Sink::Log) {
+        let (ok, unreported) = tails.admit(&rules.limit);
+        report_dropped(service, unreported, &rules.limit);
+        if !ok {
+            return;
         }
     }
+    let level = match stream {
+        Stream::Stdout => OutputLevel::Info,
+        Stream::Stderr => rules.level,
+    };
+    send(service, stream, level, text, sink);
 }
 
 /// Take every complete line (without its newline) out of `pending`, and cut a partial line
@@ -225,10 +350,11 @@ fn split_lines(pending: &mut Vec<u8>) -> Vec<Vec<u8>> {
     out
 }
 
-fn send(service: &Arc<str>, stream: Stream, text: Vec<u8>, sink: &Arc<Sink>) {
+fn send(service: &Arc<str>, stream: Stream, level: OutputLevel, text: Vec<u8>, sink: &Arc<Sink>) {
     let line = Line {
         service: service.clone(),
         stream,
+        level,
         text,
         sink: sink.clone(),
     };

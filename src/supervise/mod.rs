@@ -197,6 +197,15 @@ pub struct ServiceSpec {
     /// Send stderr to stdout's target (supervisord `redirect_stderr`).
     #[serde(default)]
     pub redirect_stderr: bool,
+    /// Level at which stderr lines logged into the init's log are written (`error`, `warn`,
+    /// `info`, `debug`, `trace`); stdout lines are `info`.
+    #[serde(default)]
+    pub stderr_level: OutputLevel,
+    /// Most lines per second (and burst) this service may write into the init's log; the
+    /// rest are dropped, counted (`cfy_init_service_log_dropped_lines`) and reported in one
+    /// line. `tail` still sees everything.
+    #[serde(default)]
+    pub log_rate_limit: LogRateLimit,
     /// Where the definition came from (`config` or a supervisord file path), for messages.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source: Option<String>,
@@ -461,6 +470,38 @@ pub enum ReadinessCheck {
     File { path: PathBuf },
 }
 
+/// Log level of a service's stderr lines.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputLevel {
+    Error,
+    Warn,
+    #[default]
+    Info,
+    Debug,
+    Trace,
+}
+
+/// A token bucket for logged lines: `lines_per_second` on average, `burst` at once;
+/// `lines_per_second: 0` = no limit.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogRateLimit {
+    pub lines_per_second: u32,
+    pub burst: u32,
+}
+
+impl Default for LogRateLimit {
+    fn default() -> Self {
+        Self {
+            lines_per_second: 1000,
+            burst: 10000,
+        }
+    }
+}
+
 /// Where a child's output goes.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case", tag = "type", deny_unknown_fields)]
@@ -548,6 +589,9 @@ pub struct ServiceInfo {
     pub kind: ServiceKind,
     /// Where the definition came from; supervisord's XML-RPC shows only its own programs.
     pub origin: Origin,
+    /// Output lines dropped by its `log_rate_limit` (since the init started).
+    #[serde(default)]
+    pub log_dropped_lines: u64,
 }
 
 /// The services whose readiness makes the init ready (docs/operations.md, "What ready

@@ -124,6 +124,10 @@ impl State {
                             fd,
                             Sink::for_target(target),
                             svc.tails.clone(),
+                            logs::LineRules {
+                                level: svc.spec.stderr_level,
+                                limit: svc.spec.log_rate_limit.clone(),
+                            },
                         ));
                         self.pumps.retain(|p| !p.is_finished());
                         self.pumps.push(pump);

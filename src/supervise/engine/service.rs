@@ -141,6 +141,7 @@ impl Service {
             autostart: self.spec.autostart,
             kind: self.spec.kind,
             origin: self.origin,
+            log_dropped_lines: self.tails.dropped(),
         }
     }
 
