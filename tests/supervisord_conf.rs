@@ -150,7 +150,55 @@ fn unknown_options_and_empty_includes_are_warnings() {
     assert!(!w.contains("\"group\"") && !w.contains("\"minfds\""), "{w}");
     assert!(w.contains("eventlistener:e"), "{w}");
     assert!(w.contains("no file matches"), "{w}");
-    assert_eq!(p.programs[0].rlimits["nofile"], 10);
+    // A program's own minfds counts for nothing, as in supervisord.
+    assert_eq!(p.programs[0].rlimits.get("nofile"), None);
+}
+
+/// `[supervisord] minfds` as supervisord treats it: a floor under the open-files limit
+/// every program inherits (nothing to do when the limit is already that high); a per-
+/// program `minfds` is ignored; supervisord's back-off for every program.
+#[test]
+fn minfds_and_backoff_as_supervisord_has_them() {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let prog = [("a.conf", "[program:a]\ncommand=/bin/true\nminfds=5\n")];
+    let with = |minfds: u64| {
+        let head = HEAD.replace(
+            "[supervisord]\n",
+            &format!("[supervisord]\nminfds={minfds}\n"),
+        );
+        let (_d, root, conf) = root_with(&head, &prog);
+        conf::read(&conf, &root, &Default::default()).unwrap()
+    };
+    let low = with(soft.min(1024));
+    assert_eq!(low.programs[0].rlimits.get("nofile"), None);
+    let b = &low.programs[0].backoff;
+    assert_eq!(
+        [1, 2, 3].map(|n| b.delay(n).as_secs()),
+        [1, 2, 3],
+        "supervisord's back-off"
+    );
+    if hard < u64::MAX / 2 {
+        let high = with(hard + 1);
+        assert_eq!(high.programs[0].rlimits.get("nofile"), Some(&hard));
+        assert!(high.warnings.join("\n").contains("above the hard limit"));
+    }
+    if soft < hard {
+        let mid = with(soft + 1);
+        assert_eq!(mid.programs[0].rlimits.get("nofile"), Some(&(soft + 1)));
+    }
+}
+
+#[test]
+fn a_program_in_two_files_is_an_error_naming_both() {
+    let e = read(&[
+        ("a.conf", "[program:web]\ncommand=/bin/true\n"),
+        ("b.conf", "[program:web]\ncommand=/bin/false\n"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a.conf:1") && e.contains("b.conf:1"), "{e}");
+    assert!(e.contains("[program:web] is defined twice"), "{e}");
 }
 
 #[test]

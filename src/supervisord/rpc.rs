@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use futures_util::future::join_all;
 use tokio::sync::Mutex;
 
 use crate::config::Root;
@@ -575,10 +574,7 @@ impl Rpc {
             ("state", Value::Int(info.state.code().into())),
             ("statename", Value::str(info.state.name())),
             ("spawnerr", Value::Str(spawnerr)),
-            (
-                "exitstatus",
-                Value::Int(info.last_exit_code.unwrap_or(0).into()),
-            ),
+            ("exitstatus", Value::Int(info.exitstatus.into())),
             ("logfile", Value::Str(stdout.clone())),
             ("stdout_logfile", Value::Str(stdout)),
             ("stderr_logfile", Value::Str(stderr)),
@@ -889,7 +885,9 @@ impl Rpc {
     }
 
     /// supervisord's `make_allfunc`: run `f` on every process matching `pred` (all at
-    /// once, like its deferred callbacks) and report `{name, group, status, description}`.
+    /// once, like its deferred callbacks) and report `{name, group, status, description}`
+    /// in the order they finish, as supervisord does (supervisorctl prints them so, and its
+    /// exit status comes from them).
     async fn for_each<F, Fut>(
         &self,
         procs: Vec<ServiceInfo>,
@@ -900,13 +898,23 @@ impl Rpc {
         F: Fn(String) -> Fut,
         Fut: std::future::Future<Output = RpcResult>,
     {
+        use futures_util::stream::{FuturesUnordered, StreamExt};
         let chosen: Vec<ServiceInfo> = procs.into_iter().filter(|i| pred(i)).collect();
-        let outcomes = join_all(chosen.iter().map(|i| f(make_namespec(&i.group, &i.name)))).await;
+        let outcomes: Vec<(usize, RpcResult)> = chosen
+            .iter()
+            .enumerate()
+            .map(|(k, i)| {
+                let fut = f(make_namespec(&i.group, &i.name));
+                async move { (k, fut.await) }
+            })
+            .collect::<FuturesUnordered<_>>()
+            .collect()
+            .await;
         Value::Array(
-            chosen
-                .iter()
-                .zip(outcomes)
-                .map(|(i, r)| {
+            outcomes
+                .into_iter()
+                .map(|(k, r)| {
+                    let i = &chosen[k];
                     let (status, description) = match r {
                         Ok(_) => (faults::SUCCESS, "OK".to_string()),
                         Err(f) => (f.code, f.text),

@@ -103,6 +103,7 @@ impl State {
         svc.start_time = now_unix();
         svc.ready = false;
         svc.note = None;
+        svc.exitstatus = None; // supervisord clears it on every spawn
         match spawn::spawn(&svc.spec, svc.attach, on_exit) {
             Ok(sp) => {
                 tracing::info!(service = name, pid = sp.pid, "started");
