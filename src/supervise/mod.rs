@@ -153,7 +153,7 @@ pub struct ServiceSpec {
     /// Exit codes that count as expected (for `on-failure`).
     #[serde(default = "defaults::exit_codes")]
     pub exit_codes: Vec<i32>,
-    /// Back-off between restarts: starts at `initial`, doubles up to `max`.
+    /// Back-off between restarts: starts at `initial`, grows (see `growth`) up to `max`.
     #[serde(default)]
     pub backoff: Backoff,
     /// More than `max_restarts` restarts within `window` marks the service failed (FATAL).
