@@ -264,3 +264,24 @@ fn groups_and_order_follow_supervisord() {
         ]
     );
 }
+
+/// The embedded default serves Cloudify 6.x/7.x as well as 5.1: the socket comes from the
+/// image's supervisord.conf (7.0's: /var/run/supervisord.sock, group cfyuser) and
+/// postgresql-14 gets the same readiness check as 5.1's postgresql-9.5.
+#[test]
+fn embedded_default_covers_cloudify_7() {
+    let main = "[supervisord]\nuser = root\n\n[unix_http_server]\nfile = /var/run/supervisord.sock\nchmod = 0770\n\n[supervisorctl]\nserverurl = unix:///var/run/supervisord.sock\n\n[include]\nfiles=/etc/supervisord.d/*.conf\n";
+    let pg =
+        "[program:postgresql-14]\ncommand=/var/lib/pgsql/postgresql_server_wrapper_script.sh\n";
+    let (_d, root, conf) = root_with(main, &[("postgresql-14.cloudify.conf", pg)]);
+    let cfg = Config::embedded();
+    assert_eq!(cfg.supervisord.socket, None, "the file's socket is used");
+    let p = conf::read(&conf, &root, &cfg.supervisord.overrides).unwrap();
+    let server = p.server.unwrap();
+    assert_eq!(
+        server.socket,
+        root.path(Path::new("/var/run/supervisord.sock"))
+    );
+    let check = format!("{:?}", p.programs[0].readiness.check);
+    assert!(check.contains("127.0.0.1:5432"), "{check}");
+}
