@@ -150,7 +150,55 @@ fn unknown_options_and_empty_includes_are_warnings() {
     assert!(!w.contains("\"group\"") && !w.contains("\"minfds\""), "{w}");
     assert!(w.contains("eventlistener:e"), "{w}");
     assert!(w.contains("no file matches"), "{w}");
-    assert_eq!(p.programs[0].rlimits["nofile"], 10);
+    // A program's own minfds counts for nothing, as in supervisord.
+    assert_eq!(p.programs[0].rlimits.get("nofile"), None);
+}
+
+/// `[supervisord] minfds` as supervisord treats it: a floor under the open-files limit
+/// every program inherits (nothing to do when the limit is already that high); a per-
+/// program `minfds` is ignored; supervisord's back-off for every program.
+#[test]
+fn minfds_and_backoff_as_supervisord_has_them() {
+    let (soft, hard) =
+        nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).unwrap();
+    let prog = [("a.conf", "[program:a]\ncommand=/bin/true\nminfds=5\n")];
+    let with = |minfds: u64| {
+        let head = HEAD.replace(
+            "[supervisord]\n",
+            &format!("[supervisord]\nminfds={minfds}\n"),
+        );
+        let (_d, root, conf) = root_with(&head, &prog);
+        conf::read(&conf, &root, &Default::default()).unwrap()
+    };
+    let low = with(soft.min(1024));
+    assert_eq!(low.programs[0].rlimits.get("nofile"), None);
+    let b = &low.programs[0].backoff;
+    assert_eq!(
+        [1, 2, 3].map(|n| b.delay(n).as_secs()),
+        [1, 2, 3],
+        "supervisord's back-off"
+    );
+    if hard < u64::MAX / 2 {
+        let high = with(hard + 1);
+        assert_eq!(high.programs[0].rlimits.get("nofile"), Some(&hard));
+        assert!(high.warnings.join("\n").contains("above the hard limit"));
+    }
+    if soft < hard {
+        let mid = with(soft + 1);
+        assert_eq!(mid.programs[0].rlimits.get("nofile"), Some(&(soft + 1)));
+    }
+}
+
+#[test]
+fn a_program_in_two_files_is_an_error_naming_both() {
+    let e = read(&[
+        ("a.conf", "[program:web]\ncommand=/bin/true\n"),
+        ("b.conf", "[program:web]\ncommand=/bin/false\n"),
+    ])
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("a.conf:1") && e.contains("b.conf:1"), "{e}");
+    assert!(e.contains("[program:web] is defined twice"), "{e}");
 }
 
 #[test]
@@ -215,4 +263,25 @@ fn groups_and_order_follow_supervisord() {
             ("g", "m2")
         ]
     );
+}
+
+/// The embedded default serves Cloudify 6.x/7.x as well as 5.1: the socket comes from the
+/// image's supervisord.conf (7.0's: /var/run/supervisord.sock, group cfyuser) and
+/// postgresql-14 gets the same readiness check as 5.1's postgresql-9.5.
+#[test]
+fn embedded_default_covers_cloudify_7() {
+    let main = "[supervisord]\nuser = root\n\n[unix_http_server]\nfile = /var/run/supervisord.sock\nchmod = 0770\n\n[supervisorctl]\nserverurl = unix:///var/run/supervisord.sock\n\n[include]\nfiles=/etc/supervisord.d/*.conf\n";
+    let pg =
+        "[program:postgresql-14]\ncommand=/var/lib/pgsql/postgresql_server_wrapper_script.sh\n";
+    let (_d, root, conf) = root_with(main, &[("postgresql-14.cloudify.conf", pg)]);
+    let cfg = Config::embedded();
+    assert_eq!(cfg.supervisord.socket, None, "the file's socket is used");
+    let p = conf::read(&conf, &root, &cfg.supervisord.overrides).unwrap();
+    let server = p.server.unwrap();
+    assert_eq!(
+        server.socket,
+        root.path(Path::new("/var/run/supervisord.sock"))
+    );
+    let check = format!("{:?}", p.programs[0].readiness.check);
+    assert!(check.contains("127.0.0.1:5432"), "{check}");
 }

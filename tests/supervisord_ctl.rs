@@ -99,6 +99,27 @@ impl Pair {
         ours
     }
 
+    /// Like [`Pair::same`] without waiting for both to settle afterwards.
+    fn same_now(&self, args: &[&str]) -> String {
+        let (ours, our_rc) = ctl(&self.ours.sock, args);
+        let (theirs, their_rc) = ctl(&self.real.sock, args);
+        assert_eq!(
+            (normalise(&ours), our_rc),
+            (normalise(&theirs), their_rc),
+            "`supervisorctl {}` differs (left: cfy-init, right: supervisord)\ncfy-init log:\n{}",
+            args.join(" "),
+            self.ours.log()
+        );
+        ours
+    }
+
+    /// Write an include file whose text names a path in each side's own include dir.
+    fn write_include_with(&self, name: &str, text: impl Fn(&std::path::Path) -> String) {
+        for dir in [self.ours.include_dir(), self.real.include_dir()] {
+            std::fs::write(dir.join(name), text(&dir)).unwrap();
+        }
+    }
+
     fn write_include(&self, name: &str, text: &str) {
         for dir in [self.ours.include_dir(), self.real.include_dir()] {
             std::fs::write(dir.join(name), text).unwrap();
@@ -303,4 +324,151 @@ fn maintail_keeps_the_log_level() {
         assert_eq!(out.contains(" DEBUG "), want_debug, "{level}: {out}");
         ours.stop();
     }
+}
+
+/// Fails every start: four attempts (startretries=3) with supervisord's 1 s, 2 s, 3 s
+/// back-off between them, then FATAL.
+const FAILING: &str = "[program:failing]\ncommand=/bin/sh -c 'sleep 0.2; exit 1'\nstartretries=3\n";
+
+/// Needs two tries: the first start exits before startsecs (1 s), the second stays up.
+fn slow_start(dir: &std::path::Path) -> String {
+    let mark = dir.join("slow.mark");
+    format!(
+        "[program:slow]\ncommand=/bin/sh -c '[ -e {m} ] && exec sleep 1000; sleep 0.2; touch {m}; exit 1'\n",
+        m = mark.display()
+    )
+}
+
+/// The state name `supervisorctl status NAME` shows.
+fn state_of(sock: &std::path::Path, name: &str) -> String {
+    let (out, _) = ctl(sock, &["status", name]);
+    out.split_whitespace().nth(1).unwrap_or("").to_string()
+}
+
+/// Cloudify's `cfy_manager` service calls (components' `service.start` is `update X` then
+/// `start X`; stop, restart, reload = reread + update, remove = stop + remove) on a program
+/// that never starts and one that needs two tries: same outputs and exit codes as
+/// supervisord, and supervisord's back-off timing (cfy-init used to give up within 1 s and
+/// answer the manager's `start` with `spawn error`, exit 7).
+#[test]
+fn cloudify_service_calls_on_failing_and_slow_programs_match_supervisord() {
+    let p = Pair::start();
+    p.write_include("failing.conf", FAILING);
+    let t0 = std::time::Instant::now();
+    let added = p.same_now(&["update", "failing"]);
+    assert_eq!(added.trim(), "failing: added process group");
+    // supervisord: STARTING or BACKOFF, both "already started", exit 0: configure goes on.
+    let start = p.same_now(&["start", "failing"]);
+    assert_eq!(start.trim(), "failing: ERROR (already started)");
+    wait_until("both FATAL", || {
+        state_of(&p.ours.sock, "failing") == "FATAL" && state_of(&p.real.sock, "failing") == "FATAL"
+    });
+    // Back-off 1 s + 2 s + 3 s at least, on both sides.
+    assert!(
+        t0.elapsed() >= std::time::Duration::from_secs(6),
+        "{:?}",
+        t0.elapsed()
+    );
+    let status = p.same(&["status", "failing"]);
+    assert!(status.contains("Exited too quickly"), "{status}");
+    // restart (update first, as the manager does): answered at the first failed attempt.
+    p.same_now(&["update", "failing"]);
+    let restart = p.same_now(&["restart", "failing"]);
+    assert!(restart.contains("spawn error"), "{restart}");
+    // stop while it backs off.
+    p.same_now(&["update", "failing"]);
+    p.same(&["stop", "failing"]);
+    p.same(&["status", "failing"]);
+
+    // Two tries before it stays up.
+    p.write_include_with("slow.conf", slow_start);
+    p.same_now(&["update", "slow"]);
+    let start = p.same_now(&["start", "slow"]);
+    assert_eq!(start.trim(), "slow: ERROR (already started)");
+    wait_until("both RUNNING", || {
+        state_of(&p.ours.sock, "slow") == "RUNNING" && state_of(&p.real.sock, "slow") == "RUNNING"
+    });
+    p.same(&["status", "slow"]);
+    p.same_now(&["update", "slow"]);
+    p.same(&["restart", "slow"]);
+    p.same(&["status", "slow"]);
+
+    // reload = reread + update of the changed file; remove = stop + remove.
+    p.write_include(
+        "failing.conf",
+        &FAILING.replace("startretries=3", "startretries=0"),
+    );
+    p.same(&["reread"]);
+    p.same(&["update", "failing"]);
+    p.same(&["stop", "failing"]);
+    p.same(&["remove", "failing"]);
+    p.remove_include("failing.conf");
+    p.same(&["reread"]);
+    p.same(&["status"]);
+}
+
+/// `start all` / `stop all` report in completion order (the slowest start last), and
+/// `exitstatus` reads as supervisord's after `stop all; start all` (0 since the spawn, not
+/// 143): what node_exporter's supervisord collector exports.
+#[test]
+fn all_results_in_completion_order_and_exitstatus_like_supervisord() {
+    let p = Pair::start();
+    p.write_include(
+        "order.conf",
+        "[program:a_slow]\ncommand=sleep 1003\nstartsecs=2\n\n[program:z_fast]\ncommand=sleep 1004\nstartsecs=0\n",
+    );
+    p.same(&["update"]);
+    p.same_lines(&["stop", "all"]);
+    let exitstatus = |sock: &std::path::Path| {
+        svd::python(
+            &format!(
+                "{}\nprint(json.dumps({{i['name']: [i['statename'], i['exitstatus']] for i in proxy.supervisor.getAllProcessInfo()}}, sort_keys=True))",
+                svd::PY_PROXY
+            ),
+            sock,
+        )
+    };
+    let stopped = exitstatus(&p.ours.sock);
+    assert_eq!(stopped, exitstatus(&p.real.sock));
+    assert!(
+        stopped.contains(r#""z_fast": ["STOPPED", -1]"#),
+        "{stopped}"
+    );
+    // supervisord itself races on the one-shot `starter` (startsecs=0, exits at once):
+    // "started" if it is still running when supervisord first looks, else "abnormal
+    // termination"; its line is left out, everything else must match line for line.
+    let (ours, our_rc) = ctl(&p.ours.sock, &["start", "all"]);
+    let (theirs, their_rc) = ctl(&p.real.sock, &["start", "all"]);
+    let lines = |s: &str| -> Vec<String> {
+        normalise(s)
+            .lines()
+            .filter(|l| !l.starts_with("starter:"))
+            .map(str::to_owned)
+            .collect()
+    };
+    let sorted = |s: &str| {
+        let mut l = lines(s);
+        l.sort();
+        l
+    };
+    assert_eq!((sorted(&ours), our_rc), (sorted(&theirs), their_rc));
+    for out in [&ours, &theirs] {
+        let l = lines(out);
+        assert_eq!(
+            l.last().map(String::as_str),
+            Some("a_slow: started"),
+            "{out}"
+        );
+        assert_eq!(
+            l.iter()
+                .position(|x| x == "z_fast: started")
+                .map(|i| i < l.len() - 1),
+            Some(true),
+            "{out}"
+        );
+    }
+    p.settle();
+    let started = exitstatus(&p.ours.sock);
+    assert_eq!(started, exitstatus(&p.real.sock));
+    assert!(started.contains(r#""a_slow": ["RUNNING", 0]"#), "{started}");
 }

@@ -147,3 +147,52 @@ print(json.dumps(out))
     let out = python(&script, &ours.sock);
     assert_eq!(out.trim(), r#"[400, 400, 400, 404, 400, "RUNNING"]"#);
 }
+
+/// Issue 14: a ~860 KB call nesting 20 000 arrays overflowed PID 1's stack. It is answered
+/// with a fault now, a body past the size limit with 413, too many parameters with a fault,
+/// and the init (and its services) live on.
+#[test]
+fn hostile_requests_are_refused_and_the_init_lives() {
+    let ours = CfyInit::prepare(PROGRAMS, &[("cloudify-restservice.conf", SERVICE)]).start("");
+    wait_until("settled", || settled(&ours.sock));
+    let script = format!(
+        "{PY_PROXY}\n{}",
+        r#"
+out = {}
+def post(body):
+    c = UnixConn(os.environ['SOCK'])
+    c.request('POST', '/RPC2', body, {'Content-Type': 'text/xml'})
+    r = c.getresponse()
+    return r.status, r.read().decode()
+n = 20000
+deep = ("<?xml version='1.0'?><methodCall><methodName>supervisor.getState</methodName><params><param>"
+        + "<value><array><data>" * n + "</data></array></value>" * n
+        + "</param></params></methodCall>").encode()
+out['deep_len'] = len(deep) > 850000
+status, text = post(deep)
+out['deep'] = [status, text.count('<fault>'), 'INCORRECT_PARAMETERS' in text, '64 deep' in text]
+open_only = ("<methodCall><methodName>x</methodName><params><param>" + "<value><struct><member><name>a</name>" * 40000).encode()
+status, text = post(open_only)
+out['unclosed'] = [status, text.count('<fault>')]
+many = ("<methodCall><methodName>supervisor.getState</methodName><params>"
+        + "<param><value><int>1</int></value></param>" * 1000 + "</params></methodCall>").encode()
+status, text = post(many)
+out['many_params'] = [status, 'more than 32 parameters' in text]
+# Announced past the limit: answered before any of the body is sent.
+s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+s.connect(os.environ['SOCK'])
+s.sendall(b'POST /RPC2 HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n' % (3 << 20))
+out['huge'] = int(s.recv(4096).split()[1])
+s.close()
+out['alive'] = proxy.supervisor.getProcessInfo('cloudify-restservice')['statename']
+print(json.dumps(out, sort_keys=True))
+"#
+    );
+    let out = python(&script, &ours.sock);
+    assert_eq!(
+        out.trim(),
+        r#"{"alive": "RUNNING", "deep": [200, 1, true, true], "deep_len": true, "huge": 413, "many_params": [200, true], "unclosed": [200, 1]}"#,
+        "cfy-init log:\n{}",
+        ours.log()
+    );
+}

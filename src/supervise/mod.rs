@@ -163,7 +163,7 @@ pub struct ServiceSpec {
     /// Exit codes that count as expected (for `on-failure`).
     #[serde(default = "defaults::exit_codes")]
     pub exit_codes: Vec<i32>,
-    /// Back-off between restarts: starts at `initial`, doubles up to `max`.
+    /// Back-off between restarts: starts at `initial`, grows (see `growth`) up to `max`.
     #[serde(default)]
     pub backoff: Backoff,
     /// More than `max_restarts` restarts within `window` marks the service failed (FATAL).
@@ -333,12 +333,17 @@ pub enum RestartPolicy {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(default, deny_unknown_fields)]
 pub struct Backoff {
+    /// Delay before the first retry.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub initial: Duration,
+    /// Longest delay.
     #[serde(with = "humantime_serde")]
     #[schemars(with = "String")]
     pub max: Duration,
+    /// How the delay grows with each failure in a row: `exponential` (initial, 2x, 4x ...)
+    /// or `linear` (initial, 2x, 3x ...: supervisord's 1 s, 2 s, 3 s, which its programs get).
+    pub growth: BackoffGrowth,
 }
 
 impl Default for Backoff {
@@ -346,7 +351,42 @@ impl Default for Backoff {
         Self {
             initial: Duration::from_millis(100),
             max: Duration::from_secs(30),
+            growth: BackoffGrowth::Exponential,
         }
+    }
+}
+
+/// How a back-off delay grows: see [`Backoff::growth`].
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum BackoffGrowth {
+    #[default]
+    Exponential,
+    Linear,
+}
+
+impl Backoff {
+    /// supervisord's: the n-th failed start in a row waits n seconds.
+    pub fn supervisord() -> Backoff {
+        Backoff {
+            initial: Duration::from_secs(1),
+            max: Duration::from_secs(24 * 3600),
+            growth: BackoffGrowth::Linear,
+        }
+    }
+
+    /// The delay after the `n`-th failure in a row (n >= 1).
+    pub fn delay(&self, n: u32) -> Duration {
+        let factor = match self.growth {
+            BackoffGrowth::Exponential => 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX),
+            BackoffGrowth::Linear => n.max(1),
+        };
+        self.initial
+            .checked_mul(factor)
+            .unwrap_or(self.max)
+            .min(self.max)
     }
 }
 
@@ -573,6 +613,11 @@ pub struct ServiceInfo {
     pub stop_time: u64,
     /// Raw wait status of the last exit, and its exit code (or 128+signal).
     pub last_exit_code: Option<i32>,
+    /// The exit status as supervisord reports it: the exit code of the last exit of a start
+    /// that got up (or was stopped), -1 when a signal killed it, 0 since a spawn or after
+    /// an exit "too quickly" (supervisord clears it then).
+    #[serde(default)]
+    pub exitstatus: i32,
     pub restarts: u64,
     /// Why the last spawn failed, if it did.
     pub spawn_error: Option<String>,

@@ -71,9 +71,9 @@ const PROGRAM_OPTIONS: &[&str] = &[
     "directory",
     "umask",
     "serverurl",
-    // Not supervisord options, but used by Cloudify's program files: `group` is ignored
-    // (as supervisord does: children get the user's primary group), `minfds` becomes the
-    // program's RLIMIT_NOFILE (supervisord ignores it per program; Cloudify meant this).
+    // Not supervisord options, but used by Cloudify's program files, and ignored as
+    // supervisord ignores them: `group` (children get the user's primary group), `minfds`
+    // (only `[supervisord] minfds` counts: it raises the limit every program inherits).
     "group",
     "minfds",
 ];
@@ -106,6 +106,7 @@ pub fn read(
         .and_then(|s| s.get("identifier"))
         .map(|e| e.value.clone())
         .unwrap_or_else(|| "supervisor".into());
+    let nofile = min_fds(&ini, &mut warnings)?;
     let groups = group_members(&ini)?;
     let mut programs = Vec::new();
     for section in &ini.sections {
@@ -113,6 +114,10 @@ pub fn read(
         if let Some(prog) = name.strip_prefix("program:") {
             let group = groups.get(prog).cloned();
             let mut spec = program(section, prog, group, &ctx, &global_env, &mut warnings)?;
+            spec.backoff = crate::supervise::Backoff::supervisord();
+            if let Some(n) = nofile {
+                spec.rlimits.insert("nofile".into(), n);
+            }
             spec.reroot(root);
             if let Some(o) = overrides.get(&spec.name) {
                 o.apply_to(&mut spec);
@@ -137,6 +142,34 @@ pub fn read(
         identifier,
         warnings,
     })
+}
+
+/// supervisord's `[supervisord] minfds` (default 1024): it raises its own soft limit of open
+/// files to at least that, and every program inherits it. `Some(n)`: give programs `n`
+/// (the init's soft limit is lower); a per-program `minfds` counts for nothing, as there.
+fn min_fds(ini: &Ini, warnings: &mut Vec<String>) -> Result<Option<u64>, SupervisordError> {
+    let entry = ini.section("supervisord").and_then(|s| s.get("minfds"));
+    let want = match entry {
+        Some(e) => non_negative(&e.value).map_err(|m| invalid(e, "supervisord", &m))?,
+        None => 1024,
+    };
+    let (soft, hard) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap_or((u64::MAX, u64::MAX));
+    if soft >= want {
+        return Ok(None);
+    }
+    if want > hard {
+        // supervisord exits here unless it may raise the hard limit; the programs still
+        // run, with the most they can get.
+        if let Some(e) = entry {
+            warnings.push(format!(
+                "{}:{}: [supervisord] minfds={want} is above the hard limit {hard} of open files; using {hard}",
+                e.file.display(),
+                e.line
+            ));
+        }
+    }
+    Ok(Some(want.min(hard)))
 }
 
 fn read_file(ini: &mut Ini, path: &Path) -> Result<(), SupervisordError> {
@@ -430,22 +463,6 @@ fn program(
     }
     if let Some(u) = opts.parse("umask", &names, values::octal)? {
         spec.umask = Some(u);
-    }
-    if let Some(n) = opts.parse("minfds", &names, non_negative)? {
-        // Without CAP_SYS_RESOURCE the hard limit cannot be raised; a program that asks for
-        // more still runs, with the most it can get (supervisord would not even try).
-        let hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
-            .map(|(_, hard)| hard)
-            .unwrap_or(u64::MAX);
-        if n > hard {
-            let e = section.get("minfds").unwrap_or(&header);
-            warnings.push(format!(
-                "{}:{}: [{sname}] minfds={n} is above the hard limit {hard} of open files; using {hard}",
-                e.file.display(),
-                e.line
-            ));
-        }
-        spec.rlimits.insert("nofile".into(), n.min(hard));
     }
     if let Some(v) = opts.parse("redirect_stderr", &names, values::boolean)? {
         spec.redirect_stderr = v;

@@ -1,6 +1,7 @@
 //! The INI dialect supervisord reads: Python's `RawConfigParser` as supervisord configures it
 //! (`;`/`#` full-line and inline comments, `=`/`:` delimiters, indented continuation lines,
-//! lower-cased keys, later duplicates win). Written by hand because no crate reproduces
+//! lower-cased keys, later duplicates win; but a `[program:x]` given twice, in one file or
+//! in two, is an error naming both places). Written by hand because no crate reproduces
 //! these exact rules, and every option must keep its file and line for error messages.
 
 use std::path::{Path, PathBuf};
@@ -94,7 +95,7 @@ impl Ini {
             pending_blank = 0;
             current_entry = None;
             if let Some(header) = section_header(content) {
-                current_section = Some(self.open_section(header, file, lineno));
+                current_section = Some(self.open_section(header, file, lineno)?);
                 continue;
             }
             if content.starts_with('[') {
@@ -136,9 +137,23 @@ impl Ini {
         Ok(())
     }
 
-    fn open_section(&mut self, name: &str, file: &Path, line: usize) -> usize {
+    fn open_section(&mut self, name: &str, file: &Path, line: usize) -> Result<usize, IniError> {
         if let Some(i) = self.sections.iter().position(|s| s.name == name) {
-            return i;
+            let first = &self.sections[i];
+            if name.starts_with("program:") {
+                // supervisord merges the two silently across files (and refuses them within
+                // one): either way one program's settings vanish without a word.
+                return Err(IniError {
+                    file: file.to_path_buf(),
+                    line,
+                    msg: format!(
+                        "[{name}] is defined twice: in {}:{} and here (rename or remove one)",
+                        first.file.display(),
+                        first.line
+                    ),
+                });
+            }
+            return Ok(i);
         }
         self.sections.push(IniSection {
             name: name.to_string(),
@@ -146,7 +161,7 @@ impl Ini {
             line,
             entries: Vec::new(),
         });
-        self.sections.len() - 1
+        Ok(self.sections.len() - 1)
     }
 }
 
@@ -205,5 +220,27 @@ mod tests {
         let ini = parse("[a]\nx=1\n[b]\n[a]\nx=2\n").unwrap();
         assert_eq!(ini.sections.len(), 2);
         assert_eq!(ini.section("a").unwrap().get("x").unwrap().value, "2");
+    }
+
+    #[test]
+    fn a_program_defined_in_two_files_is_an_error_naming_both() {
+        let mut ini = Ini::default();
+        ini.read_str(
+            "[program:web]\ncommand=a\n",
+            Path::new("/etc/supervisord.d/a.conf"),
+        )
+        .unwrap();
+        let e = ini
+            .read_str(
+                "\n[program:web]\ncommand=b\n",
+                Path::new("/etc/supervisord.d/b.conf"),
+            )
+            .unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "/etc/supervisord.d/b.conf:2: [program:web] is defined twice: in /etc/supervisord.d/a.conf:1 and here (rename or remove one)"
+        );
+        let e = parse("[program:x]\ncommand=a\n[program:x]\n").unwrap_err();
+        assert_eq!(e.line, 3);
     }
 }

@@ -17,14 +17,15 @@ use tokio::net::UnixListener;
 use crate::config::Context;
 use crate::supervise::{Stream, SupervisorHandle};
 
-use super::rpc::{RereadSource, Rpc};
+use super::rpc::{faults, Fault, RereadSource, Rpc};
 use super::xmlrpc;
 use super::{Loaded, MainLog, ServerSettings, SupervisordError};
 
 type Body = BoxBody<Bytes, Infallible>;
 
-/// Largest request body accepted (a multicall of every method is a few KiB).
-const MAX_REQUEST: usize = 16 << 20;
+/// Largest request body accepted (a multicall of every method is a few KiB); a larger
+/// one is answered 413. The parser's own limits are in [`xmlrpc`] (`MAX_DEPTH` ...).
+pub const MAX_REQUEST: usize = 2 << 20;
 /// How much `tail -f` shows before following (supervisord's `tail_f_producer` head).
 const TAIL_HEAD: u64 = 1024;
 /// How often `tail -f` looks for new output of a process (supervisord polls at 0.1 s too).
@@ -74,7 +75,9 @@ pub async fn serve(
                 let settings = settings.clone();
                 async move { Ok::<_, Infallible>(route(&rpc, &settings, req).await) }
             });
+            // The timer makes hyper drop a client that never finishes its headers (30 s).
             let _ = hyper::server::conn::http1::Builder::new()
+                .timer(hyper_util::rt::TokioTimer::new())
                 .serve_connection(TokioIo::new(stream), service)
                 .await;
         });
@@ -207,12 +210,37 @@ fn authorized(settings: &ServerSettings, req: &Request<Incoming>) -> bool {
 }
 
 async fn xmlrpc_request(rpc: &Rpc, req: Request<Incoming>) -> Response<Body> {
+    let too_large = req
+        .headers()
+        .get(hyper::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .is_some_and(|n| n > MAX_REQUEST as u64);
+    if too_large {
+        tracing::warn!(
+            limit = MAX_REQUEST,
+            "supervisord socket: request body too large"
+        );
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+    }
     let body = match Limited::new(req.into_body(), MAX_REQUEST).collect().await {
         Ok(b) => b.to_bytes(),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            tracing::warn!(
+                limit = MAX_REQUEST,
+                "supervisord socket: request body too large"
+            );
+            return plain(StatusCode::PAYLOAD_TOO_LARGE, "Request Entity Too Large");
+        }
         Err(_) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
     };
     let call = match xmlrpc::parse_call(&body) {
         Ok(c) => c,
+        Err(xmlrpc::ParseError::Limit(why)) => {
+            tracing::warn!("supervisord socket: request refused: {why}");
+            let f = Fault::with(faults::INCORRECT_PARAMETERS, why);
+            return text_xml(xmlrpc::fault(f.code, &f.text));
+        }
         Err(e) => {
             tracing::warn!("supervisord socket: {e}");
             return plain(StatusCode::BAD_REQUEST, "Bad Request");
@@ -226,6 +254,10 @@ async fn xmlrpc_request(rpc: &Rpc, req: Request<Incoming>) -> Response<Body> {
             xmlrpc::fault(f.code, &f.text)
         }
     };
+    text_xml(xml)
+}
+
+fn text_xml(xml: String) -> Response<Body> {
     let mut r = Response::new(full(xml));
     r.headers_mut().insert(
         hyper::header::CONTENT_TYPE,

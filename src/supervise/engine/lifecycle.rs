@@ -105,6 +105,7 @@ impl State {
         svc.note = None;
         svc.cancel_probe();
         svc.health = Default::default();
+        svc.exitstatus = None; // supervisord clears it on every spawn
         match spawn::spawn(&svc.spec, svc.attach, on_exit) {
             Ok(sp) => {
                 tracing::info!(service = name, pid = sp.pid, "started");

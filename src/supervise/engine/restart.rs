@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use super::{now_unix, State};
 use crate::pid1::{self, exit_code, kill_group};
 use crate::supervise::spawn::Attach;
-use crate::supervise::{ProcessState, RestartPolicy, ServiceKind, ServiceSpec};
+use crate::supervise::{ProcessState, RestartPolicy, ServiceKind};
 
 impl State {
     pub(super) fn on_exit(&mut self, name: &str, pid: i32, status: i32) {
@@ -20,6 +20,9 @@ impl State {
         let was_ready = svc.ready;
         svc.pid = None;
         svc.last_exit = Some(code);
+        // supervisord's exitstatus: the code, or -1 for a signal (cleared again below when
+        // this was a start that failed "too quickly").
+        svc.exitstatus = Some(if libc::WIFEXITED(status) { code } else { -1 });
         svc.stop_time = now_unix();
         svc.ready = false;
         svc.cancel_timer();
@@ -94,7 +97,7 @@ impl State {
         let delay = if svc.crash_streak == 0 {
             Duration::ZERO
         } else {
-            backoff_delay(&svc.spec, svc.crash_streak)
+            svc.spec.backoff.delay(svc.crash_streak)
         };
         if delay.is_zero() {
             svc.want_up = true;
@@ -158,11 +161,12 @@ impl State {
         let svc = self.services.get_mut(name).expect("known");
         svc.attempts += 1;
         svc.ready = false;
+        svc.exitstatus = None;
         if svc.attempts > svc.spec.startretries || svc.attach == Attach::Foreground {
             let reason = svc.spawn_error.clone().unwrap_or(reason);
             return self.fail_for_good(name, reason);
         }
-        let delay = backoff_delay(&svc.spec, svc.attempts);
+        let delay = svc.spec.backoff.delay(svc.attempts);
         tracing::warn!(
             service = name,
             attempt = svc.attempts,
@@ -188,15 +192,6 @@ impl State {
             self.begin_shutdown(None);
         }
     }
-}
-
-fn backoff_delay(spec: &ServiceSpec, n: u32) -> Duration {
-    let factor = 1u32.checked_shl(n.saturating_sub(1)).unwrap_or(u32::MAX);
-    spec.backoff
-        .initial
-        .checked_mul(factor)
-        .unwrap_or(spec.backoff.max)
-        .min(spec.backoff.max)
 }
 
 /// Create the after-ready marker atomically and durably.

@@ -24,6 +24,8 @@ pub(crate) struct Service {
     pub stop_time: u64,
     pub(super) started_at: Option<Instant>,
     pub last_exit: Option<i32>,
+    /// supervisord's `exitstatus` (see [`ServiceInfo::exitstatus`]); `None` reads as 0.
+    pub exitstatus: Option<i32>,
     pub restarts: u64,
     pub spawn_error: Option<String>,
     /// Why it is in its current state (shown in the description).
@@ -84,6 +86,7 @@ impl Service {
             stop_time: 0,
             started_at: None,
             last_exit: None,
+            exitstatus: None,
             restarts: 0,
             spawn_error: None,
             note: None,
@@ -133,6 +136,7 @@ impl Service {
             start_time: self.start_time,
             stop_time: self.stop_time,
             last_exit_code: self.last_exit,
+            exitstatus: self.exitstatus.unwrap_or(0),
             restarts: self.restarts,
             spawn_error: self.spawn_error.clone(),
             description: self.description(),
