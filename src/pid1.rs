@@ -7,6 +7,10 @@
 //! spawned any other way (`std::process::Command::output`, `tokio::process`) would lose its
 //! exit status to it.
 
+pub mod compat;
+pub mod foreground;
+pub mod signals;
+
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command, ExitStatus};
