@@ -253,6 +253,7 @@ fn dumb_init(args: Vec<OsString>) -> i32 {
     let mut opts = Options::new(GRACE);
     opts.prog = "dumb-init";
     opts.group_mode(!single_child);
+    opts.suspend_self = true;
     for (sig, action) in rules {
         opts.actions.set(sig, action);
     }

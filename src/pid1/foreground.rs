@@ -153,6 +153,8 @@ pub struct Options {
     /// The command gets its own session; leftovers of its group are stopped at its exit;
     /// TSTP/TTIN/TTOU stop cfy-init too.
     pub setsid: bool,
+    /// After forwarding TSTP/TTIN/TTOU, stop cfy-init too (CONT resumes it; dumb-init).
+    pub suspend_self: bool,
     pub expect: Vec<u8>,
     pub warn_reaped: bool,
     pub pdeathsig: Option<i32>,
@@ -171,6 +173,7 @@ impl Options {
             grace,
             signal_group: false,
             setsid: false,
+            suspend_self: false,
             expect: Vec::new(),
             warn_reaped: false,
             pdeathsig: None,
@@ -185,6 +188,7 @@ impl Options {
     pub fn group_mode(&mut self, on: bool) {
         self.signal_group = on;
         self.setsid = on;
+        self.suspend_self = on;
         if on {
             for s in [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU] {
                 self.actions.set(s, Action::Rewrite(libc::SIGSTOP));
@@ -240,6 +244,10 @@ pub fn run(argv: &[String], opts: &Options) -> i32 {
     // SAFETY: isatty/tcgetpgrp/getpgrp on fd 0 only read state.
     let tty_fg =
         !opts.setsid && unsafe { libc::isatty(0) == 1 && libc::tcgetpgrp(0) == libc::getpgrp() };
+    let mut skip_once = Vec::new();
+    if opts.setsid {
+        skip_once = release_tty();
+    }
     let pid = match spawn(argv, opts, tty_fg) {
         Ok(pid) => pid,
         Err(e) => {
@@ -265,6 +273,7 @@ pub fn run(argv: &[String], opts: &Options) -> i32 {
         group_at: None,
         group_killed: None,
         self_stopped: false,
+        skip_once,
         reaped: 0,
         orphans: 0,
     };
@@ -276,6 +285,27 @@ pub fn run(argv: &[String], opts: &Options) -> i32 {
         "main command finished"
     );
     code
+}
+
+/// Group mode: let go of the controlling terminal so that the command's new session can
+/// take it (TIOCSCTTY). A session leader letting go makes the kernel send HUP and CONT to
+/// its foreground group, cfy-init included: those two are dropped once (dumb-init's fix).
+fn release_tty() -> Vec<i32> {
+    // SAFETY: plain syscalls on fd 0.
+    unsafe {
+        if libc::isatty(0) != 1 || libc::tcgetsid(0) != libc::getsid(0) {
+            return Vec::new();
+        }
+        let leader = libc::getsid(0) == libc::getpid() && libc::tcgetpgrp(0) == libc::getpgrp();
+        if libc::ioctl(0, libc::TIOCNOTTY) != 0 {
+            return Vec::new();
+        }
+        if leader {
+            vec![libc::SIGHUP, libc::SIGCONT]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 fn strerror(e: &io::Error) -> String {
@@ -342,6 +372,8 @@ struct Loop<'a> {
     group_killed: Option<Instant>,
     /// cfy-init stopped itself for job control; the next CONT resumes the command's group.
     self_stopped: bool,
+    /// Signals the kernel sent because cfy-init let go of its terminal: dropped once.
+    skip_once: Vec<i32>,
     reaped: u64,
     orphans: u64,
 }
@@ -494,6 +526,11 @@ impl Loop<'_> {
             tracing::debug!(signal = %name(r.signo), "not forwarding a signal cfy-init caused itself");
             return;
         }
+        if let Some(i) = self.skip_once.iter().position(|s| *s == r.signo) {
+            self.skip_once.remove(i);
+            tracing::debug!(signal = %name(r.signo), "dropped: sent for letting go of the terminal");
+            return;
+        }
         if r.signo == libc::SIGCONT && self.self_stopped {
             // `fg`: give the terminal back to the command and resume its whole group.
             self.self_stopped = false;
@@ -528,7 +565,7 @@ impl Loop<'_> {
                 }
             }
         }
-        if self.opts.setsid && [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&r.signo) {
+        if self.opts.suspend_self && [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&r.signo) {
             note!(
                 self.opts.verbose,
                 "stopping cfy-init after the command's group"
