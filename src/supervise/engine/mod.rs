@@ -1,0 +1,228 @@
+//! The supervisor's event loop: one task owns every state transition. Exits (from the
+//! reaper), timers, probe results, signals and commands from [`super::SupervisorHandle`]
+//! all arrive as [`Msg`]s on one channel; after each message the loop starts whatever has
+//! become startable, advances an ordered shutdown, and tells waiters that state changed.
+//!
+//! Timers exist only while something is pending (start-up grace, back-off, stop timeout,
+//! probes, the shutdown deadline), so an idle supervisor sleeps without wake-ups.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::{mpsc, oneshot, watch};
+
+use super::spawn::Attach;
+use super::{ForwardSignals, Origin, ServiceSpec, SuperviseConfig, SuperviseError, UpdateReport};
+
+mod commands;
+mod lifecycle;
+mod restart;
+mod service;
+mod shutdown;
+pub(crate) use service::Service;
+
+type Reply<T = ()> = oneshot::Sender<Result<T, SuperviseError>>;
+
+/// Everything the event loop reacts to.
+pub(crate) enum Msg {
+    Start(String, Reply),
+    Stop(String, Reply),
+    Signal(String, i32, Reply),
+    Add(Box<ServiceSpec>, Origin, Reply),
+    Remove(String, Reply),
+    Apply(Vec<ServiceSpec>, Origin, oneshot::Sender<UpdateReport>),
+    Exit {
+        name: String,
+        pid: i32,
+        status: i32,
+    },
+    Timer {
+        name: String,
+        gen: u64,
+    },
+    Probe {
+        name: String,
+        gen: u64,
+        ok: bool,
+    },
+    /// Begin a graceful shutdown; `Some(sig)`: the signal that asked for it.
+    Shutdown(Option<i32>),
+    Forward(i32),
+    Deadline,
+}
+
+/// State shared between the event loop and every handle.
+pub(crate) struct Shared {
+    pub state: Mutex<State>,
+    pub tx: mpsc::UnboundedSender<Msg>,
+    /// Bumped after every message; waiters watch it.
+    pub changed: watch::Sender<u64>,
+    pub shutting_down: AtomicBool,
+}
+
+impl Shared {
+    pub fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// All services and the supervisor-wide state.
+pub(crate) struct State {
+    pub services: BTreeMap<String, Service>,
+    /// Names in start order (reverse: stop order).
+    pub order: Vec<String>,
+    tx: mpsc::UnboundedSender<Msg>,
+    shutdown: Option<Shutdown>,
+    pub required_failed: Vec<String>,
+    /// The `run -- CMD` service, its exit code, or the code for a failed spawn.
+    pub main: Option<String>,
+    pub main_exit: Option<i32>,
+    forward: ForwardSignals,
+    deadline: Duration,
+    next_gen: u64,
+}
+
+struct Shutdown {
+    signal: Option<i32>,
+    killed: bool,
+    gave_up: bool,
+}
+
+/// Create the shared state and the receiving end of its event channel.
+pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedReceiver<Msg>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let state = State {
+        services: BTreeMap::new(),
+        order: Vec::new(),
+        tx: tx.clone(),
+        shutdown: None,
+        required_failed: Vec::new(),
+        main: None,
+        main_exit: None,
+        forward: config.forward_signals,
+        deadline: config.shutdown_deadline,
+        next_gen: 1,
+    };
+    let shared = Arc::new(Shared {
+        state: Mutex::new(state),
+        tx,
+        changed: watch::channel(0).0,
+        shutting_down: AtomicBool::new(false),
+    });
+    (shared, rx)
+}
+
+/// Run the event loop until a shutdown has completed.
+pub(crate) async fn run(shared: Arc<Shared>, mut rx: mpsc::UnboundedReceiver<Msg>) {
+    let finished = {
+        let mut st = shared.lock();
+        st.tick();
+        st.finished()
+    };
+    shared.changed.send_modify(|v| *v += 1);
+    if finished {
+        return;
+    }
+    // Start-up (config parsing, runtime set-up) freed most of what it allocated: give those
+    // pages back so the long-lived init stays small.
+    // SAFETY: glibc call without pointer arguments.
+    unsafe { libc::malloc_trim(0) };
+    while let Some(msg) = rx.recv().await {
+        let finished = {
+            let mut st = shared.lock();
+            if matches!(msg, Msg::Shutdown(_)) {
+                shared.shutting_down.store(true, Ordering::SeqCst);
+            }
+            st.handle(msg);
+            st.tick();
+            if st.shutdown.is_some() {
+                shared.shutting_down.store(true, Ordering::SeqCst);
+            }
+            st.finished()
+        };
+        shared.changed.send_modify(|v| *v += 1);
+        if finished {
+            break;
+        }
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl State {
+    /// Add a service (config time or at run time).
+    pub fn insert(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
+        let svc = Service::new(spec, origin, attach, self.shutdown.is_some());
+        self.services.insert(svc.spec.name.clone(), svc);
+        self.reorder();
+    }
+
+    fn reorder(&mut self) {
+        self.order = super::order::start_order(self.services.values().map(|s| &s.spec));
+    }
+
+    pub fn finished(&self) -> bool {
+        match &self.shutdown {
+            Some(s) => s.gave_up || self.services.values().all(|s| s.pid.is_none()),
+            None => false,
+        }
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutdown.is_some()
+    }
+
+    /// Exit code of the whole init once finished.
+    pub fn exit_code(&self) -> i32 {
+        if self.main.is_some() {
+            return self.main_exit.unwrap_or(1);
+        }
+        if self.required_failed.is_empty() {
+            0
+        } else {
+            1
+        }
+    }
+
+    fn handle(&mut self, msg: Msg) {
+        match msg {
+            Msg::Start(name, reply) => {
+                let _ = reply.send(self.cmd_start(&name));
+            }
+            Msg::Stop(name, reply) => {
+                let _ = reply.send(self.cmd_stop(&name));
+            }
+            Msg::Signal(name, sig, reply) => {
+                let _ = reply.send(self.cmd_signal(&name, sig));
+            }
+            Msg::Add(spec, origin, reply) => {
+                let _ = reply.send(self.cmd_add(*spec, origin));
+            }
+            Msg::Remove(name, reply) => {
+                let _ = reply.send(self.cmd_remove(&name));
+            }
+            Msg::Apply(specs, origin, reply) => {
+                let _ = reply.send(self.cmd_apply(specs, origin));
+            }
+            Msg::Exit { name, pid, status } => self.on_exit(&name, pid, status),
+            Msg::Timer { name, gen } => self.on_timer(&name, gen),
+            Msg::Probe { name, gen, ok } => self.on_probe(&name, gen, ok),
+            Msg::Shutdown(sig) => self.begin_shutdown(sig),
+            Msg::Forward(sig) => self.forward(sig),
+            Msg::Deadline => self.on_deadline(),
+        }
+    }
+
+    fn svc(&mut self, name: &str) -> Result<&mut Service, SuperviseError> {
+        self.services
+            .get_mut(name)
+            .ok_or_else(|| SuperviseError::BadName(name.to_string()))
+    }
+}

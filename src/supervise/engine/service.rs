@@ -1,0 +1,154 @@
+//! One service's run-time state and how it is reported ([`ServiceInfo`]).
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::task::AbortHandle;
+
+use crate::supervise::logs::Tails;
+use crate::supervise::spawn::Attach;
+use crate::supervise::{
+    Origin, ProcessState, RestartPolicy, ServiceInfo, ServiceKind, ServiceSpec,
+};
+
+/// One service and its run-time state.
+pub(crate) struct Service {
+    pub spec: ServiceSpec,
+    pub origin: Origin,
+    pub attach: Attach,
+    pub state: ProcessState,
+    pub ready: bool,
+    pub pid: Option<i32>,
+    pub start_time: u64,
+    pub stop_time: u64,
+    pub(super) started_at: Option<Instant>,
+    pub last_exit: Option<i32>,
+    pub restarts: u64,
+    pub spawn_error: Option<String>,
+    /// Why it is in its current state (shown in the description).
+    pub note: Option<String>,
+    /// Failed start attempts in a row.
+    pub(super) attempts: u32,
+    /// Restarts within the crash-loop window.
+    pub(super) recent: VecDeque<Instant>,
+    /// Crashes in a row without becoming ready in between (drives the back-off).
+    pub(super) crash_streak: u32,
+    /// The supervisor should (re)start it when its dependencies allow.
+    pub want_up: bool,
+    pub(super) then_start: bool,
+    pub(super) replace_with: Option<ServiceSpec>,
+    pub(super) remove_after_stop: bool,
+    pub(super) ever_started: bool,
+    pub(super) timer: Option<AbortHandle>,
+    pub(super) timer_gen: u64,
+    pub(super) probe: Option<AbortHandle>,
+    pub(super) probe_gen: u64,
+    pub tails: Arc<Tails>,
+}
+
+impl Service {
+    pub(super) fn new(
+        spec: ServiceSpec,
+        origin: Origin,
+        attach: Attach,
+        shutting_down: bool,
+    ) -> Self {
+        Service {
+            want_up: spec.autostart && !shutting_down,
+            spec,
+            origin,
+            attach,
+            state: ProcessState::Stopped,
+            ready: false,
+            pid: None,
+            start_time: 0,
+            stop_time: 0,
+            started_at: None,
+            last_exit: None,
+            restarts: 0,
+            spawn_error: None,
+            note: None,
+            attempts: 0,
+            recent: VecDeque::new(),
+            crash_streak: 0,
+            then_start: false,
+            replace_with: None,
+            remove_after_stop: false,
+            ever_started: false,
+            timer: None,
+            timer_gen: 0,
+            probe: None,
+            probe_gen: 0,
+            tails: Arc::new(Tails::default()),
+        }
+    }
+
+    pub(super) fn is_task(&self) -> bool {
+        self.spec.kind != ServiceKind::Longrun
+    }
+
+    pub(super) fn cancel_timer(&mut self) {
+        if let Some(t) = self.timer.take() {
+            t.abort();
+        }
+    }
+
+    pub(super) fn cancel_probe(&mut self) {
+        if let Some(p) = self.probe.take() {
+            p.abort();
+        }
+    }
+
+    pub fn info(&self) -> ServiceInfo {
+        ServiceInfo {
+            name: self.spec.name.clone(),
+            group: self.spec.group_name().to_string(),
+            state: self.state,
+            ready: self.ready,
+            pid: self.pid.map(|p| p as u32),
+            start_time: self.start_time,
+            stop_time: self.stop_time,
+            last_exit_code: self.last_exit,
+            restarts: self.restarts,
+            spawn_error: self.spawn_error.clone(),
+            description: self.description(),
+            required: self.spec.required,
+            kind: self.spec.kind,
+            origin: self.origin,
+        }
+    }
+
+    /// Exited on purpose and stays down: restart `never` and an expected exit code.
+    pub fn finished_as_expected(&self) -> bool {
+        self.state == ProcessState::Exited
+            && self.spec.restart == RestartPolicy::Never
+            && self
+                .last_exit
+                .is_some_and(|code| self.spec.exit_codes.contains(&code))
+    }
+
+    /// supervisord-style description.
+    pub(super) fn description(&self) -> String {
+        match (self.state, self.pid) {
+            (ProcessState::Running, Some(pid)) | (ProcessState::Stopping, Some(pid)) => {
+                let up = self.started_at.map(|t| t.elapsed().as_secs()).unwrap_or(0);
+                format!(
+                    "pid {pid}, uptime {}:{:02}:{:02}",
+                    up / 3600,
+                    up / 60 % 60,
+                    up % 60
+                )
+            }
+            _ => {
+                if let Some(n) = &self.note {
+                    n.clone()
+                } else if !self.ever_started {
+                    "Not started".into()
+                } else {
+                    String::new()
+                }
+            }
+        }
+    }
+}
