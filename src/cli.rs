@@ -116,7 +116,7 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
-    if matches!(&cli.command, Some(Command::Run { main, .. }) if !main.is_empty()) {
+    if matches!(cli.command, None | Some(Command::Run { .. })) {
         // Before any thread exists, so that every thread inherits the mask.
         crate::pid1::signals::block_all();
     }

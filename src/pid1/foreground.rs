@@ -565,7 +565,9 @@ impl Loop<'_> {
                 }
             }
         }
-        if self.opts.suspend_self && [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&r.signo) {
+        if self.opts.suspend_self
+            && [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU].contains(&r.signo)
+        {
             note!(
                 self.opts.verbose,
                 "stopping cfy-init after the command's group"

@@ -23,6 +23,13 @@ pub struct Inherited {
 }
 
 static INHERITED: OnceLock<Inherited> = OnceLock::new();
+static BLOCKED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether [`block_all`] ran (in `main`, before any thread: then every thread has every
+/// signal blocked and the signalfd sees each one).
+pub fn blocked() -> bool {
+    BLOCKED.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Which signal state a child starts with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -68,6 +75,7 @@ pub fn catchable(sig: i32) -> bool {
 /// Record the inherited state and block every catchable signal in the calling thread (call
 /// before any other thread exists). Idempotent.
 pub fn block_all() {
+    BLOCKED.store(true, std::sync::atomic::Ordering::Relaxed);
     INHERITED.get_or_init(|| {
         // SAFETY: sigset and sigaction calls on local, properly initialised structures.
         unsafe {
@@ -132,6 +140,15 @@ pub unsafe fn apply_in_child(state: SignalState, inherited: &Inherited) {
         }
     }
     libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+}
+
+/// A clean signal state (nothing ignored, nothing blocked) between fork and exec.
+///
+/// # Safety
+/// Only async-signal-safe calls; meant for `pre_exec`.
+pub unsafe fn clean_in_child() {
+    let none: Inherited = std::mem::zeroed();
+    apply_in_child(SignalState::Clean, &none);
 }
 
 /// The one signalfd, reading every blocked signal.
