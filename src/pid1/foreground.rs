@@ -58,9 +58,11 @@ pub fn parse_rewrite(s: &str) -> Result<(i32, Action), String> {
     let from = catchable(from)?;
     let action = match to.trim() {
         "0" => Action::Ignore,
-        to => Action::Rewrite(
-            super::parse_signal(to).ok_or_else(|| format!("{to:?} is not a signal"))?,
-        ),
+        to => match super::parse_signal(to) {
+            // 32 and 33 are the C library's own, below SIGRTMIN.
+            Some(n) if n < 32 || n >= libc::SIGRTMIN() => Action::Rewrite(n),
+            _ => return Err(format!("{to:?} is not a signal")),
+        },
     };
     Ok((from, action))
 }
@@ -102,7 +104,8 @@ pub struct RunFlags {
     /// Process-group mode: the command gets a session of its own, signals go to its whole
     /// process group, what is left of the group gets TERM (then KILL after the grace) when
     /// the command exits, and TSTP/TTIN/TTOU stop the group and then cfy-init.
-    #[arg(short = 'g', long, env = "CFY_INIT_GROUP")]
+    #[arg(short = 'g', long, env = "CFY_INIT_GROUP",
+          value_parser = clap::builder::BoolishValueParser::new())]
     pub group: bool,
     /// Signals go to the command only, whatever `--group` or CFY_INIT_GROUP say.
     #[arg(short = 'c', long)]
@@ -261,9 +264,6 @@ pub fn run(argv: &[String], opts: &Options) -> i32 {
         }
     };
     note!(opts.verbose, pid, "child spawned");
-    // Keep no reference to the directory the command runs in (it may be unmounted).
-    // SAFETY: a static C string.
-    unsafe { libc::chdir(c"/".as_ptr()) };
     let mut lp = Loop {
         opts,
         pid,
@@ -323,6 +323,13 @@ fn spawn(argv: &[String], opts: &Options, tty_fg: bool) -> io::Result<i32> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "empty command"))?;
     let mut cmd = Command::new(prog);
     cmd.args(args);
+    // cfy-init itself moves to / before the spawn (so that it keeps no reference to a
+    // directory that may be unmounted); the command starts where cfy-init was started.
+    if let Ok(dir) = std::env::current_dir() {
+        cmd.current_dir(dir);
+    }
+    // SAFETY: a static C string.
+    unsafe { libc::chdir(c"/".as_ptr()) };
     let inherited = signals::inherited();
     let state = opts.signal_state;
     let setsid = opts.setsid;
