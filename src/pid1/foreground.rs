@@ -1,7 +1,8 @@
 //! `run -- CMD`: cfy-init as a transparent init for one command (tini's model). Every
 //! signal read from the one signalfd goes to the command (or is rewritten, ignored, or
 //! turned into a TERM-then-KILL shutdown, per signal), orphans are reaped, and cfy-init exits
-//! with the command's status once it has exited. No runtime, no threads: one `poll` loop.
+//! with the command's status once it has exited. No runtime, no threads: one
+//! `sigtimedwait` loop on the blocked mask.
 //!
 //! Process-group mode (`--group`, dumb-init's default) puts the command in a session of
 //! its own, signals its whole group, gives what is left of the group TERM (then KILL after
@@ -13,7 +14,7 @@ use std::os::unix::process::CommandExt;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use super::signals::{self, name, Received, SignalFd, SignalState};
+use super::signals::{self, name, Received, SignalState};
 
 /// What a received signal does in `run --` mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -226,13 +227,6 @@ macro_rules! note {
 /// have been blocked with [`signals::block_all`] before any thread was started.
 pub fn run(argv: &[String], opts: &Options) -> i32 {
     signals::block_all();
-    let sfd = match SignalFd::new() {
-        Ok(s) => s,
-        Err(e) => {
-            tracing::error!("cannot create a signalfd: {e}");
-            return 2;
-        }
-    };
     // SAFETY: getpid/prctl with integer arguments.
     unsafe {
         if libc::getpid() != 1 {
@@ -277,7 +271,7 @@ pub fn run(argv: &[String], opts: &Options) -> i32 {
         reaped: 0,
         orphans: 0,
     };
-    let code = lp.run(&sfd);
+    let code = lp.run();
     tracing::info!(
         code,
         reaped = lp.reaped,
@@ -386,10 +380,14 @@ struct Loop<'a> {
 }
 
 impl Loop<'_> {
-    fn run(&mut self, sfd: &SignalFd) -> i32 {
-        let mut buf = Vec::new();
+    fn run(&mut self) -> i32 {
+        // Reap once first (a command that exited at once), then after each SIGCHLD.
+        let mut reap = true;
         loop {
-            self.reap();
+            if reap {
+                self.reap();
+                reap = false;
+            }
             if let Some(status) = self.status {
                 if !self.group_pending() {
                     return self.exit_code(status);
@@ -405,21 +403,15 @@ impl Loop<'_> {
             .into_iter()
             .flatten()
             .min();
-            let timeout = match next {
-                None => -1,
-                Some(t) => t
-                    .saturating_duration_since(now)
-                    .as_millis()
-                    .clamp(1, i32::MAX as u128) as i32,
-            };
-            if let Err(e) = sfd.wait(timeout) {
-                tracing::error!("waiting for signals: {e}");
-            }
-            if let Err(e) = sfd.read(&mut buf) {
-                tracing::error!("reading signals: {e}");
-            }
-            for r in buf.drain(..) {
-                self.on_signal(r);
+            let timeout = next.map(|t| {
+                t.saturating_duration_since(now)
+                    .max(Duration::from_millis(1))
+            });
+            match signals::wait_one(timeout) {
+                Ok(Some(r)) if r.signo == libc::SIGCHLD => reap = true,
+                Ok(Some(r)) => self.on_signal(r),
+                Ok(None) => {}
+                Err(e) => tracing::error!("waiting for signals: {e}"),
             }
         }
     }
@@ -526,9 +518,6 @@ impl Loop<'_> {
     }
 
     fn on_signal(&mut self, r: Received) {
-        if r.signo == libc::SIGCHLD {
-            return; // reaped at the top of the loop
-        }
         if r.self_inflicted() {
             tracing::debug!(signal = %name(r.signo), "not forwarding a signal cfy-init caused itself");
             return;

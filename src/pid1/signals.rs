@@ -4,7 +4,8 @@
 //! thread inherits the mask): it records the mask and the ignored set cfy-init was started
 //! with, then blocks every signal but KILL and STOP. From then on no signal has a default
 //! action on cfy-init (it survives each of them when it is not PID 1) and every one is read
-//! from one `signalfd`. A synchronous fault (a real SIGSEGV in cfy-init) cannot be
+//! from one `signalfd` (supervisor mode, on the runtime) or one `sigtimedwait` loop
+//! (`run --`, no runtime). A synchronous fault (a real SIGSEGV in cfy-init) cannot be
 //! blocked: the kernel unblocks it and kills the process, so whatever is read from the
 //! signalfd, whatever its number, was sent (kill(2), a tty, a timer, pdeathsig).
 //!
@@ -203,32 +204,47 @@ impl SignalFd {
             }
         }
     }
-
-    /// Wait until a signal is pending or `timeout_ms` passes (-1: forever). Returns whether
-    /// one is pending.
-    pub fn wait(&self, timeout_ms: i32) -> io::Result<bool> {
-        let mut pfd = libc::pollfd {
-            fd: self.fd.as_raw_fd(),
-            events: libc::POLLIN,
-            revents: 0,
-        };
-        loop {
-            // SAFETY: one valid pollfd.
-            let r = unsafe { libc::poll(&mut pfd, 1, timeout_ms) };
-            if r >= 0 {
-                return Ok(r > 0);
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() != io::ErrorKind::Interrupted {
-                return Err(e);
-            }
-        }
-    }
 }
 
 impl AsRawFd for SignalFd {
     fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
+    }
+}
+
+/// Wait for one blocked signal (sigtimedwait: one syscall per signal), at most `timeout`
+/// (None: for as long as it takes). None when the time passed.
+pub fn wait_one(timeout: Option<std::time::Duration>) -> io::Result<Option<Received>> {
+    // SAFETY: a filled sigset and a zeroed siginfo the kernel fills.
+    unsafe {
+        let mut all: libc::sigset_t = std::mem::zeroed();
+        libc::sigfillset(&mut all);
+        let mut info: libc::siginfo_t = std::mem::zeroed();
+        loop {
+            let r = match timeout {
+                None => libc::sigwaitinfo(&all, &mut info),
+                Some(t) => {
+                    let ts = libc::timespec {
+                        tv_sec: t.as_secs() as libc::time_t,
+                        tv_nsec: t.subsec_nanos() as libc::c_long,
+                    };
+                    libc::sigtimedwait(&all, &mut info, &ts)
+                }
+            };
+            if r > 0 {
+                return Ok(Some(Received {
+                    signo: r,
+                    code: info.si_code,
+                    pid: info.si_pid() as u32,
+                }));
+            }
+            let e = io::Error::last_os_error();
+            match e.raw_os_error() {
+                Some(libc::EAGAIN) => return Ok(None),
+                Some(libc::EINTR) => continue,
+                _ => return Err(e),
+            }
+        }
     }
 }
 
