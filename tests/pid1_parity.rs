@@ -10,6 +10,9 @@ mod pid1;
 
 use pid1::{alive, descendants, kill, poll, state, Harness, Ns, BOTH};
 
+type Env = Vec<(&'static str, &'static str)>;
+type Rewrites = Vec<(i32, i32)>;
+
 fn sh(script: &str) -> Vec<&str> {
     vec!["sh", "-c", script]
 }
@@ -125,7 +128,7 @@ fn group_mode_signals_the_whole_process_group() {
     let script = "trap '' USR1; env --default-signal=USR1 sleep 1000; exit 0";
     let h = Harness::new();
     for ns in BOTH {
-        let inits: Vec<(Vec<String>, Vec<(&str, &str)>)> = vec![
+        let inits: Vec<(Vec<String>, Env)> = vec![
             (h.cfy(&["--group"]), vec![]),
             (h.cfy(&[]), vec![("CFY_INIT_GROUP", "1")]),
             (h.alias("tini", &["-g", "--"]), vec![]),
@@ -467,7 +470,8 @@ fn signals_are_rewritten_and_ignored() {
         libc::SIGWINCH,
     );
     let seq = [term, quit, cont, int];
-    let cases: Vec<(Vec<(i32, i32)>, Vec<i32>, Vec<i32>)> = vec![
+    // (rewrites, signals sent, signals the command must see)
+    let cases: Vec<(Rewrites, Vec<i32>, Vec<i32>)> = vec![
         (vec![], seq.to_vec(), seq.to_vec()),
         (vec![(term, int)], seq.to_vec(), vec![int, quit, cont, int]),
         (
