@@ -6,8 +6,8 @@ set -euo pipefail
 APT_PACKAGES=(
   # real peers supervised in tests
   postgresql postgresql-contrib rabbitmq-server nginx
-  # supervisord's real supervisorctl, and PID-1 peers for benchmarks
-  supervisor tini dumb-init catatonit
+  # supervisord's real supervisorctl, PID-1 peers for benchmarks, tmux for job-control tests
+  supervisor tini dumb-init catatonit tmux
   # test tooling
   python3 python3-yaml python3-psycopg2 util-linux procps psmisc iproute2 attr acl e2fsprogs xfsprogs
   curl socat hyperfine jq time

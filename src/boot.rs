@@ -12,7 +12,11 @@ use crate::hooks::BootState;
 use crate::supervise::{Origin, Runner};
 
 /// Full boot. `main` non-empty: supervise just that command (tini-style).
-pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
+pub fn run(
+    ctx: Context,
+    main: Vec<String>,
+    flags: &crate::pid1::foreground::RunFlags,
+) -> anyhow::Result<ExitCode> {
     let boot = BootState::new();
     // A restore that was cut off mid-swap is rolled back before anything reads the store.
     crate::snapshot::recover_at_boot(&ctx)?;
@@ -32,6 +36,9 @@ pub fn run(ctx: Context, main: Vec<String>) -> anyhow::Result<ExitCode> {
         step_patch(&ctx)
     })?;
     boot.set_complete();
+    if !main.is_empty() {
+        return Ok(foreground(&ctx, &main, flags));
+    }
     supervise(&ctx, main, boot)
 }
 
@@ -103,6 +110,19 @@ fn supervise(ctx: &Context, main: Vec<String>, boot: BootState) -> anyhow::Resul
     runner = runner.task(move |_| Box::pin(crate::secret::watch(watch_ctx)));
 
     Ok(runner.run()?)
+}
+
+/// `run -- CMD`: cfy-init as a transparent init for CMD alone (no control API, no
+/// services), exiting with its status.
+fn foreground(
+    ctx: &Context,
+    main: &[String],
+    flags: &crate::pid1::foreground::RunFlags,
+) -> ExitCode {
+    let opts =
+        crate::pid1::foreground::Options::from_flags(flags, ctx.config.supervise.shutdown_deadline);
+    let code = crate::pid1::foreground::run(main, &opts);
+    ExitCode::from(code.clamp(0, 255) as u8)
 }
 
 /// `cfy-init persist`: seed or adopt the store and link into it, nothing else.

@@ -35,6 +35,8 @@ pub enum Command {
     /// Boot: persist, secret, patch, then supervise (the default). With `-- CMD ARGS...`,
     /// supervise just CMD and exit with its status.
     Run {
+        #[command(flatten)]
+        flags: crate::pid1::foreground::RunFlags,
         #[arg(last = true)]
         main: Vec<String>,
     },
@@ -103,6 +105,9 @@ fn config_file(cli: &Cli, root: &Root) -> Option<PathBuf> {
 
 pub fn main() -> ExitCode {
     crate::process::init();
+    if let Some(code) = crate::pid1::compat::main_if_alias() {
+        return code;
+    }
     let cli = Cli::parse();
     match dispatch(cli) {
         Ok(code) => code,
@@ -115,6 +120,10 @@ pub fn main() -> ExitCode {
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    if matches!(cli.command, None | Some(Command::Run { .. })) {
+        // Before any thread exists, so that every thread inherits the mask.
+        crate::pid1::signals::block_all();
+    }
     let root = Root::new(&cli.root);
     if let Some(Command::Config { cmd }) = &cli.command {
         return config_command(cmd, &cli, &root);
@@ -143,8 +152,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         root,
         config_path: file,
     };
-    match cli.command.unwrap_or(Command::Run { main: Vec::new() }) {
-        Command::Run { main } => crate::boot::run(ctx, main),
+    let run = || Command::Run {
+        flags: Default::default(),
+        main: Vec::new(),
+    };
+    match cli.command.unwrap_or_else(run) {
+        Command::Run { flags, main } => crate::boot::run(ctx, main, &flags),
         Command::Persist => crate::boot::step_persist(&ctx).map(|_| ExitCode::SUCCESS),
         Command::Secret => crate::boot::step_secret(&ctx).map(|_| ExitCode::SUCCESS),
         Command::Patch => crate::boot::step_patch(&ctx).map(|_| ExitCode::SUCCESS),

@@ -9,7 +9,7 @@
 //! | [`persist`]   | seeding / adopting the persistent store and linking into it        |
 //! | [`secret`]    | restoring the service-account credentials mount                    |
 //! | [`patch`]     | comment-keeping edits of Cloudify's `config.yaml`                  |
-//! | [`pid1`]      | PID-1 duties: reaping, signals, subreaper                          |
+//! | [`pid1`]      | PID-1 duties: reaping, signals, subreaper; `run --` and its aliases |
 //! | [`supervise`] | the service state machine, dependency order, restarts, shutdown    |
 //! | [`supervisord`]| supervisord's config format and XML-RPC interface               |
 //! | [`hooks`]     | the HTTP control API (health, readiness, status, metrics, ...)     |

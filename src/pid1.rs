@@ -7,6 +7,10 @@
 //! spawned any other way (`std::process::Command::output`, `tokio::process`) would lose its
 //! exit status to it.
 
+pub mod compat;
+pub mod foreground;
+pub mod signals;
+
 use std::collections::HashMap;
 use std::io;
 use std::process::{Child, Command, ExitStatus};
@@ -323,6 +327,66 @@ pub fn spawn_signal_listeners(
             }
         });
     }
+    Ok(())
+}
+
+/// Every signal of supervisor mode through the one signalfd (when [`signals::block_all`]
+/// ran at start-up): SIGCHLD reaps, TERM/INT/RTMIN+3 shut down, HUP reloads, every other
+/// signal is forwarded, whatever its number (a signal cfy-init caused itself is not).
+/// Without the early block (the library inside a test process, where other threads would
+/// take the signals), one tokio listener per signal as before.
+pub fn listen_all(tx: tokio::sync::mpsc::UnboundedSender<SignalAction>) -> io::Result<()> {
+    if !signals::blocked() {
+        let sigchld = listen_sigchld()?;
+        tokio::spawn(reap_loop(sigchld));
+        return spawn_signal_listeners(tx);
+    }
+    // SAFETY: the SignalFd owns its fd and is moved into the AsyncFd, which it outlives
+    // by no instant (dropped together).
+    let fd = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(
+            signals::SignalFd::new()?,
+            tokio::io::Interest::READABLE,
+        )
+    }
+    .map_err(io::Error::from)?;
+    reaper().reap_now();
+    tokio::spawn(async move {
+        let mut buf = Vec::new();
+        loop {
+            let mut ready = match fd.readable().await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::error!("signalfd: {e}");
+                    return;
+                }
+            };
+            if let Err(e) = fd.get_ref().read(&mut buf) {
+                tracing::error!("reading signals: {e}");
+            }
+            ready.clear_ready();
+            let mut reap = false;
+            for r in buf.drain(..) {
+                let action = match r.signo {
+                    libc::SIGCHLD => {
+                        reap = true;
+                        continue;
+                    }
+                    _ if r.self_inflicted() => continue,
+                    libc::SIGTERM | libc::SIGINT => SignalAction::Shutdown(r.signo),
+                    s if s == sigrtmin3() => SignalAction::Shutdown(s),
+                    libc::SIGHUP => SignalAction::Reload,
+                    s => SignalAction::Forward(s),
+                };
+                if tx.send(action).is_err() {
+                    return;
+                }
+            }
+            if reap {
+                reaper().reap_now();
+            }
+        }
+    });
     Ok(())
 }
 

@@ -1,5 +1,5 @@
 //! cfy-init as PID 1 of a fresh PID namespace: exit codes, orphan reaping, signal
-//! forwarding, and the shutdown deadline's SIGKILL.
+//! forwarding, transparent TERM in `run --`, and `--kill-after`.
 
 #[path = "common/services.rs"]
 mod services;
@@ -61,7 +61,7 @@ echo "zombies left: $z" >&2; exit 3"#
     let events = init.events();
     let fin = events
         .iter()
-        .find(|e| e["message"] == "supervisor finished")
+        .find(|e| e["message"] == "main command finished")
         .expect("final event");
     let orphans = fin["orphans"].as_u64().unwrap();
     let reaped = fin["reaped"].as_u64().unwrap();
@@ -103,7 +103,44 @@ fn signals_are_forwarded_to_the_main_command() {
 }
 
 #[test]
-fn term_forwarded_then_deadline_kills_a_child_that_ignores_it() {
+fn term_is_forwarded_and_cfy_init_waits_for_the_command() {
+    // Transparent by default (tini's model): a command that handles TERM and goes on is
+    // not killed; it ends when it chooses to, with its own status.
+    let sb = Sandbox::new();
+    let ready = sb.path("ready");
+    let got = sb.path("got");
+    let script = format!(
+        "trap 'echo term >> {got}' TERM; trap 'echo int >> {got}' INT; trap 'exit 42' USR1; \
+         touch {ready}; \
+         while :; do sleep 0.05; done",
+        got = got.display(),
+        ready = ready.display()
+    );
+    // A short shutdown deadline that must not apply to `run --`.
+    let config = "supervise:\n  shutdown_deadline: 1s\n";
+    let mut init = sb.start(config, &["sh", "-c", &script], "transparent");
+    poll("the main command to be ready", PATIENCE, || {
+        ready.exists().then_some(())
+    });
+    init.signal(libc::SIGTERM);
+    init.signal(libc::SIGINT);
+    poll("TERM and INT to arrive", PATIENCE, || {
+        std::fs::read_to_string(&got)
+            .ok()
+            .filter(|s| s.contains("term") && s.contains("int"))
+    });
+    // Still running after its TERM trap (a KILL would have ended it with 137): the next
+    // signal still reaches it and decides the exit code.
+    init.signal(libc::SIGUSR1);
+    let code = init.wait_exit().code().unwrap();
+    init.check(
+        code == 42,
+        &format!("exit {code}, want 42 from the USR1 trap"),
+    );
+}
+
+#[test]
+fn kill_after_sigkills_a_command_that_ignores_term() {
     let sb = Sandbox::new();
     let ready = sb.path("ready");
     // Ignored dispositions are inherited, so the whole group ignores TERM.
@@ -111,8 +148,12 @@ fn term_forwarded_then_deadline_kills_a_child_that_ignores_it() {
         "trap '' TERM; touch {}; while :; do sleep 0.05; done",
         ready.display()
     );
-    let config = "supervise:\n  shutdown_deadline: 1s\n";
-    let mut init = sb.start(config, &["sh", "-c", &script], "deadline");
+    let mut init = sb.start_run(
+        NO_CONFIG,
+        &["--kill-after", "1s"],
+        &["sh", "-c", &script],
+        "deadline",
+    );
     poll("the main command to be ready", PATIENCE, || {
         ready.exists().then_some(())
     });
@@ -122,16 +163,16 @@ fn term_forwarded_then_deadline_kills_a_child_that_ignores_it() {
     init.check(code == 137, &format!("exit {code}, want 137 (SIGKILL)"));
     init.check(
         t0.elapsed() >= std::time::Duration::from_millis(900),
-        "killed before the deadline",
+        "killed before the grace",
     );
     init.check(
         init.events().iter().any(|e| {
             e["message"]
                 .as_str()
                 .unwrap_or("")
-                .starts_with("did not stop within")
+                .starts_with("the command did not exit within the grace")
         }),
-        "no 'did not stop' event",
+        "no 'did not exit within the grace' event",
     );
 }
 

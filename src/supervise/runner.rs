@@ -96,10 +96,8 @@ impl<'a> Runner<'a> {
         if let Err(e) = pid1::become_subreaper() {
             tracing::warn!("cannot become child subreaper: {e}");
         }
-        let sigchld = pid1::listen_sigchld().map_err(RunError::Signals)?;
-        tokio::spawn(pid1::reap_loop(sigchld));
         let (sig_tx, sig_rx) = tokio::sync::mpsc::unbounded_channel();
-        pid1::spawn_signal_listeners(sig_tx).map_err(RunError::Signals)?;
+        pid1::listen_all(sig_tx).map_err(RunError::Signals)?;
 
         let cfg = &self.ctx.config.supervise;
         let (shared, rx) = engine::new(cfg);

@@ -136,15 +136,8 @@ fn child_setup(
     // SAFETY (whole function): raw syscalls in a freshly forked child.
     unsafe {
         // Handlers installed by the init do not survive exec, but ignored signals and the
-        // mask would: give the child a clean slate.
-        for sig in 1..libc::SIGRTMAX() {
-            if sig != libc::SIGKILL && sig != libc::SIGSTOP {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-        }
-        let mut empty: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut empty);
-        libc::sigprocmask(libc::SIG_SETMASK, &empty, std::ptr::null_mut());
+        // mask (every signal blocked in the init) would: give the child a clean slate.
+        crate::pid1::signals::clean_in_child();
         match attach {
             Attach::Service => check(libc::setsid())?,
             Attach::Foreground => {

@@ -111,6 +111,17 @@ impl Sandbox {
     /// Start `cfy-init --root SANDBOX --config FILE --log-format json run [-- main...]` as
     /// PID 1 of a new PID namespace; logs go to `<sandbox>/<log_name>`.
     pub fn start(&self, config_yaml: &str, main: &[&str], log_name: &str) -> Init {
+        self.start_run(config_yaml, &[], main, log_name)
+    }
+
+    /// [`Sandbox::start`] with flags of `run` before the `--`.
+    pub fn start_run(
+        &self,
+        config_yaml: &str,
+        flags: &[&str],
+        main: &[&str],
+        log_name: &str,
+    ) -> Init {
         let config = self.write(&format!("{log_name}.config.yaml"), config_yaml);
         let log = self.path(log_name);
         let logf = fs::File::create(&log).unwrap();
@@ -121,7 +132,8 @@ impl Sandbox {
             .arg(self.dir.path())
             .arg("--config")
             .arg(&config)
-            .args(["--log-format", "json", "run"]);
+            .args(["--log-format", "json", "run"])
+            .args(flags);
         if !main.is_empty() {
             cmd.arg("--").args(main);
         }
