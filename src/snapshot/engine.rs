@@ -172,7 +172,7 @@ impl Engine {
             )));
         }
         let dir = self.cfg.archive_dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io(&dir, e))?;
+        super::private_dir(&dir)?;
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let partial = dir.join(format!(".{id}.tar.zst.partial"));
         let made = if self.cfg.precopy {
@@ -475,6 +475,7 @@ impl Engine {
             RestoreSource::Id(id) => {
                 let meta = self.get(&id)?;
                 job.set_snapshot(&id);
+                self.check_space(meta.total_bytes)?;
                 (self.archive_path(&id)?, Some(meta.sha256))
             }
             RestoreSource::Upload { path, sha256 } => (path, sha256),
@@ -573,6 +574,22 @@ impl Engine {
         }
     }
 
+    /// A restore needs room for the whole tree beside the store until the swap.
+    fn check_space(&self, needed: u64) -> Result<(), SnapshotError> {
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.store) else {
+            return Ok(()); // the extraction reports it if it matters
+        };
+        let free = st.blocks_free() as u64 * st.fragment_size() as u64;
+        if free < needed {
+            return Err(SnapshotError::NoSpace {
+                path: self.store.clone(),
+                needed,
+                free,
+            });
+        }
+        Ok(())
+    }
+
     fn archive_path_unchecked(&self, id: &str) -> PathBuf {
         self.cfg.archive_dir.join(format!("{id}.tar.zst"))
     }
@@ -625,7 +642,7 @@ impl Engine {
     /// A fresh path in the archive directory for an upload.
     pub fn upload_path(&self, job: &Job) -> Result<PathBuf, SnapshotError> {
         let dir = &self.cfg.archive_dir;
-        fs::create_dir_all(dir).map_err(|e| SnapshotError::io(dir, e))?;
+        super::private_dir(dir)?;
         Ok(dir.join(format!(".upload-{}.partial", job.id)))
     }
 }

@@ -212,7 +212,7 @@ impl<'a> ChunkWorker<'a> {
     /// A whole member; for a regular file, its checksum and whether it came up short.
     fn whole(&mut self, f: &Found) -> Result<Option<(String, bool)>, SnapshotError> {
         append_header(&mut self.buf, f)?;
-        if !f.meta.is_file() {
+        if !f.has_data() {
             return Ok(None);
         }
         let size = f.meta.len();

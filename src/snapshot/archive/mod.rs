@@ -21,7 +21,7 @@ use std::fs::{self, File};
 use std::io::{self, Read, Seek, Write};
 use std::ops::Range;
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime};
@@ -31,6 +31,7 @@ use sha2::{Digest, Sha256};
 use super::manifest::{self, Entry, Kind, Manifest, MANIFEST_NAME};
 use super::{Compression, SnapshotError};
 use entries::entry_of;
+pub use entries::{PAX_SPARSE, PAX_XATTR};
 use frames::{frame_compressor, plan_chunks, skippable_header, Baton, ChunkWorker, Done, Item};
 use walk::{racy_margin, walk_tree, Found, Stamp};
 
@@ -153,6 +154,7 @@ impl ArchiveWriter {
             .write(true)
             .read(true)
             .create_new(true)
+            .mode(0o600)
             .open(out)
             .map_err(|e| SnapshotError::io(out, e))?;
         let workers = match compression.threads {
@@ -193,22 +195,48 @@ impl ArchiveWriter {
             })
             .map(|f| f.rel.clone())
             .collect();
-        let stale: Vec<usize> = self
-            .held
-            .iter()
-            .filter(|(rel, _)| redo.contains(*rel) || !present.contains(rel.as_str()))
-            .flat_map(|(_, h)| h.chunks.clone())
-            .collect();
-        let dead = self.dead_closure(stale, &present, &mut redo);
+        // Names of one multiply linked file are redone together, so that the member with
+        // the data always comes before the links to it; a chunk dying takes its mates.
+        let groups = link_groups(&found);
+        let dead = loop {
+            let stale: Vec<usize> = self
+                .held
+                .iter()
+                .filter(|(rel, _)| redo.contains(*rel) || !present.contains(rel.as_str()))
+                .flat_map(|(_, h)| h.chunks.clone())
+                .collect();
+            let dead = self.dead_closure(stale, &present, &mut redo);
+            let before = redo.len();
+            for names in groups.values() {
+                if names.iter().any(|n| redo.contains(*n)) {
+                    redo.extend(names.iter().map(|n| n.to_string()));
+                }
+            }
+            if redo.len() == before {
+                break dead;
+            }
+        };
         for &c in &dead {
             self.kill_chunk(c)?;
         }
         self.held
             .retain(|rel, _| present.contains(rel.as_str()) && !redo.contains(rel));
-        let todo: Vec<Found> = found
+        let mut todo: Vec<Found> = found
             .into_iter()
             .filter(|f| redo.contains(&f.rel))
             .collect();
+        // The first name of a file in this pass carries its data, later ones link to it.
+        let mut first: HashMap<(u64, u64), String> = HashMap::new();
+        for f in &mut todo {
+            if let Some(ino) = f.inode() {
+                match first.get(&ino) {
+                    Some(name) => f.hard = Some(name.clone()),
+                    None => {
+                        first.insert(ino, f.rel.clone());
+                    }
+                }
+            }
+        }
         let pass = Pass {
             entries: todo.len(),
             bytes: todo.iter().map(Found::file_size).sum(),
@@ -526,6 +554,7 @@ impl ArchiveWriter {
             let mut dst = fs::OpenOptions::new()
                 .write(true)
                 .create_new(true)
+                .mode(0o600)
                 .open(&tmp)?;
             let (mut hasher, mut size, mut buf) = (Sha256::new(), 0u64, Vec::new());
             for c in self.chunks.iter().filter(|c| !c.dead) {
@@ -544,4 +573,16 @@ impl ArchiveWriter {
             SnapshotError::io(&self.out, e)
         })
     }
+}
+
+/// The names of every multiply linked file in `found`, by (device, inode).
+fn link_groups(found: &[Found]) -> HashMap<(u64, u64), Vec<&str>> {
+    let mut groups: HashMap<(u64, u64), Vec<&str>> = HashMap::new();
+    for f in found {
+        if let Some(ino) = f.inode() {
+            groups.entry(ino).or_default().push(f.rel.as_str());
+        }
+    }
+    groups.retain(|_, names| names.len() > 1);
+    groups
 }

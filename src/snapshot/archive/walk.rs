@@ -3,11 +3,10 @@
 
 use std::fs;
 use std::io;
-use std::os::unix::fs::MetadataExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
-use crate::snapshot::manifest;
 use crate::snapshot::{is_reserved, SnapshotError};
 
 /// A file whose ctime is this close to (or after) the start of the walk that read it is
@@ -77,22 +76,46 @@ pub(super) struct Found {
     pub(super) rel: String,
     pub(super) path: PathBuf,
     pub(super) meta: fs::Metadata,
+    /// A symlink's target.
     pub(super) link: Option<String>,
+    /// Extended attributes (ACLs included), sorted by name.
+    pub(super) xattrs: Vec<(String, Vec<u8>)>,
+    /// For a further name of a multiply linked file: the store path it is archived under
+    /// (set when the pass plans its members).
+    pub(super) hard: Option<String>,
 }
 
 impl Found {
+    /// Bytes of data the member carries.
     pub(super) fn file_size(&self) -> u64 {
-        if self.meta.is_file() {
+        if self.has_data() {
             self.meta.len()
         } else {
             0
         }
+    }
+
+    /// A regular file archived with its data (not a further name of one).
+    pub(super) fn has_data(&self) -> bool {
+        self.meta.is_file() && self.hard.is_none()
+    }
+
+    /// A regular file with more than one name.
+    pub(super) fn inode(&self) -> Option<(u64, u64)> {
+        (self.meta.is_file() && self.meta.nlink() > 1).then(|| (self.meta.dev(), self.meta.ino()))
+    }
+
+    /// A regular file with holes: fewer blocks allocated than its size needs.
+    pub(super) fn sparse(&self) -> bool {
+        self.has_data() && self.meta.blocks().saturating_mul(512) < self.meta.len()
     }
 }
 
 /// Every entry below `root` in tree order (sorted names, a directory before its contents);
 /// the snapshot machinery's own top-level names are left out. Entries that vanish while
 /// the walk runs (a live store) are skipped; the next pass sees what is there then.
+/// Sockets are skipped with a note (a runtime object, remade by whoever listens on it);
+/// a device node fails the snapshot, since restore would refuse it.
 pub(super) fn walk_tree(root: &Path) -> Result<Vec<Found>, SnapshotError> {
     let mut out = Vec::new();
     walk_dir(root, "", &mut out)?;
@@ -130,20 +153,35 @@ pub(super) fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Found>) -> Result<()
         };
         let ft = meta.file_type();
         let link = if ft.is_symlink() {
-            Some(link_target(&path, &rel)?)
-        } else if ft.is_dir() || ft.is_file() {
+            match link_target(&path) {
+                Ok(t) => Some(t),
+                Err(SnapshotError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound =>
+                {
+                    continue
+                }
+                Err(e) => return Err(e),
+            }
+        } else if ft.is_dir() || ft.is_file() || ft.is_fifo() {
             None
-        } else {
-            // Sockets, FIFOs and device nodes are runtime objects, not data.
-            tracing::warn!(path = %path.display(), "snapshot: skipping special file");
+        } else if ft.is_socket() {
+            tracing::info!(path = %path.display(), "snapshot: socket left out (a runtime object)");
             continue;
+        } else {
+            return Err(SnapshotError::Other(format!(
+                "{}: device node in the store: not data, and restore refuses it; remove it",
+                path.display()
+            )));
         };
+        let xattrs = read_xattrs(&path)?;
         let is_dir = ft.is_dir();
         out.push(Found {
             rel: rel.clone(),
             path: path.clone(),
             meta,
             link,
+            xattrs,
+            hard: None,
         });
         if is_dir {
             walk_dir(&path, &rel, out)?;
@@ -152,14 +190,40 @@ pub(super) fn walk_dir(dir: &Path, rel: &str, out: &mut Vec<Found>) -> Result<()
     Ok(())
 }
 
-/// A symlink's target, refused when restore would refuse it.
-pub(super) fn link_target(path: &Path, rel: &str) -> Result<String, SnapshotError> {
+/// A symlink's target, as it is: never followed, any target kept.
+pub(super) fn link_target(path: &Path) -> Result<String, SnapshotError> {
     let target = fs::read_link(path).map_err(|e| SnapshotError::io(path, e))?;
     let target = target.to_str().ok_or_else(|| {
         SnapshotError::Other(format!("{}: link target is not UTF-8", path.display()))
     })?;
-    manifest::check_link_target(rel, target).map_err(|m| {
-        SnapshotError::Other(format!("cannot snapshot {m}: make the link relative"))
-    })?;
     Ok(target.to_string())
+}
+
+/// The extended attributes of `path` itself (never of a link's target), sorted by name.
+/// A file system without xattrs has none.
+pub(super) fn read_xattrs(path: &Path) -> Result<Vec<(String, Vec<u8>)>, SnapshotError> {
+    let names = match xattr::list(path) {
+        Ok(n) => n,
+        Err(e) if matches!(e.raw_os_error(), Some(libc::ENOTSUP) | Some(libc::ENOENT)) => {
+            return Ok(Vec::new())
+        }
+        Err(e) => return Err(SnapshotError::io(path, e)),
+    };
+    let mut out = Vec::new();
+    for name in names {
+        let Some(n) = name.to_str() else {
+            return Err(SnapshotError::Other(format!(
+                "{}: extended attribute name is not UTF-8",
+                path.display()
+            )));
+        };
+        match xattr::get(path, &name) {
+            Ok(Some(v)) => out.push((n.to_string(), v)),
+            Ok(None) => {}
+            Err(e) if matches!(e.raw_os_error(), Some(libc::ENODATA) | Some(libc::ENOENT)) => {}
+            Err(e) => return Err(SnapshotError::io(path, e)),
+        }
+    }
+    out.sort();
+    Ok(out)
 }
