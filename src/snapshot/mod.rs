@@ -86,6 +86,15 @@ pub struct Quiesce {
     /// after it; also the services stopped around a restore. Unknown names are skipped
     /// with a warning so one list fits several manager versions.
     pub services: Vec<String>,
+    /// Services that keep running through a snapshot (with `precopy`) and are stopped only
+    /// around a restore (after `services`), because what they write need not be consistent
+    /// with the rest of the store (see docs/operations.md for RabbitMQ). Their files are
+    /// under `live_paths`.
+    pub live_services: Vec<String>,
+    /// Store-relative directories (e.g. `var/lib/rabbitmq`) written by `live_services`: a
+    /// file below them that changes while the paused pass reads it is archived as read
+    /// instead of failing the snapshot.
+    pub live_paths: Vec<PathBuf>,
     /// Commands (argv) run before the services are stopped, e.g. a database CHECKPOINT (with
     /// `precopy`, after the first pass over the live store, so that what they flush is read
     /// again before the pause rather than during it); a failure aborts.

@@ -79,7 +79,12 @@ pub(crate) struct Service {
     pub stop_time: u64,
     started_at: Option<Instant>,
     pub last_exit: Option<i32>,
+    /// Starts after the service ended without being asked to stop (a crash, an exit, a
+    /// changed definition); a start after a requested stop (an operator's stop or restart,
+    /// a snapshot's quiesce pause) is not a restart.
     pub restarts: u64,
+    /// The last stop was asked for (the next start is not counted as a restart).
+    stop_requested: bool,
     pub spawn_error: Option<String>,
     /// Why it is in its current state (shown in the description).
     pub note: Option<String>,
@@ -117,6 +122,7 @@ impl Service {
             started_at: None,
             last_exit: None,
             restarts: 0,
+            stop_requested: false,
             spawn_error: None,
             note: None,
             attempts: 0,
@@ -397,6 +403,7 @@ impl State {
         let waiting = svc.want_up && svc.pid.is_none();
         svc.want_up = false;
         svc.then_start = false;
+        svc.stop_requested = true;
         if svc.pid.is_some() {
             if svc.state != ProcessState::Stopping {
                 self.begin_stop(name);
@@ -603,9 +610,10 @@ impl State {
                 status,
             });
         });
-        if svc.ever_started {
+        if svc.ever_started && !svc.stop_requested {
             svc.restarts += 1;
         }
+        svc.stop_requested = false;
         svc.ever_started = true;
         svc.start_time = now_unix();
         svc.ready = false;

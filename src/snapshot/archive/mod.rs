@@ -140,6 +140,9 @@ pub struct ArchiveWriter {
     first_patched: Option<usize>,
     writeback_from: u64,
     racy_margin: Duration,
+    /// Store-relative prefixes whose files may change while read (see
+    /// [`ArchiveWriter::allow_changes_under`]).
+    live: Vec<String>,
 }
 
 impl ArchiveWriter {
@@ -176,6 +179,7 @@ impl ArchiveWriter {
             first_patched: None,
             writeback_from: 0,
             racy_margin: racy_margin(),
+            live: Vec::new(),
         })
     }
 
@@ -464,13 +468,31 @@ impl ArchiveWriter {
         Ok(())
     }
 
+    /// Files below these store-relative directories belong to services that keep running
+    /// through the snapshot: one that changes while the last pass reads it is archived as
+    /// read (a crash-consistent copy) instead of failing [`finish`](Self::finish).
+    pub fn allow_changes_under(&mut self, dirs: Vec<PathBuf>) {
+        self.live = dirs
+            .into_iter()
+            .map(|d| d.to_string_lossy().trim_matches('/').to_string())
+            .filter(|d| !d.is_empty())
+            .collect();
+    }
+
+    fn is_live(&self, rel: &str) -> bool {
+        self.live.iter().any(|d| {
+            rel.strip_prefix(d.as_str())
+                .is_some_and(|r| r.starts_with('/'))
+        })
+    }
+
     /// Paths that changed while the last pass read them (none after a quiesced pass, unless
     /// a writer was not quiesced).
     fn unstable(&self) -> Vec<&str> {
         let mut v: Vec<&str> = self
             .held
             .iter()
-            .filter(|(_, h)| h.unstable)
+            .filter(|(rel, h)| h.unstable && !self.is_live(rel))
             .map(|(rel, _)| rel.as_str())
             .collect();
         v.sort_unstable();
