@@ -32,9 +32,13 @@ fn write_bomb(path: &std::path::Path, n: u64) {
         head.len() as u64 + (0..n).map(|i| record(i).len() as u64 + 1).sum::<u64>() - 1 + 2;
     let f = std::fs::File::create(path).unwrap();
     let mut z = zstd::stream::Encoder::new(f, 19).unwrap();
+    z.multithread(2).unwrap();
     let block = |z: &mut dyn Write, data: &[u8]| z.write_all(data).unwrap();
     let mut h = tar::Header::new_gnu();
     h.set_path("store/x").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(0);
     h.set_mode(0o644);
     h.set_mtime(1_700_000_000);
@@ -42,6 +46,9 @@ fn write_bomb(path: &std::path::Path, n: u64) {
     block(&mut z, h.as_bytes());
     let mut h = tar::Header::new_gnu();
     h.set_path("manifest.json").unwrap();
+    h.set_entry_type(tar::EntryType::Regular);
+    h.set_uid(0);
+    h.set_gid(0);
     h.set_size(len);
     h.set_mode(0o600);
     h.set_cksum();
