@@ -599,7 +599,7 @@ impl Engine {
         let Ok(st) = nix::sys::statvfs::statvfs(&self.store) else {
             return Ok(()); // the extraction reports it if it matters
         };
-        let free = st.blocks_free() as u64 * st.fragment_size() as u64;
+        let free = st.blocks_free() * st.fragment_size();
         if free < needed {
             return Err(SnapshotError::NoSpace {
                 path: self.store.clone(),

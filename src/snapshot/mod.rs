@@ -329,8 +329,7 @@ fn warn_if_on_container_layer(dir: &Path) {
 
 /// True when `path` lies on an overlay file system.
 fn on_overlay(path: &Path) -> bool {
-    nix::sys::statfs::statfs(path)
-        .is_ok_and(|s| s.filesystem_type().0 as i64 == OVERLAYFS_SUPER_MAGIC)
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
 }
 
 /// Archives a crash cut short (`.<id>.tar.zst.partial`, `.compact`, `.upload-*.partial`)

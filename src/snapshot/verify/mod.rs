@@ -37,6 +37,9 @@ const MAX_DEFERRED_XATTR_BYTES: u64 = 16 << 20;
 /// Holes are made again in files that had them, for runs of zeros of this size.
 const HOLE_BLOCK: usize = 4096;
 
+/// Extended attributes of one entry, name and value, sorted by name.
+type Xattrs = Vec<(String, Vec<u8>)>;
+
 /// What a verified extraction produced.
 #[derive(Debug)]
 pub struct Verified {
@@ -133,7 +136,7 @@ struct Extractor<'a> {
     /// Directories made because a member below them came first; each must turn up.
     made: Vec<String>,
     /// Extended attributes of directories and links, applied last.
-    deferred: Vec<(String, Vec<(String, Vec<u8>)>)>,
+    deferred: Vec<(String, Xattrs)>,
     deferred_bytes: u64,
     total: u64,
 }
@@ -141,7 +144,7 @@ struct Extractor<'a> {
 /// What the tar header and its PAX records say about a member.
 struct Header {
     entry: Entry,
-    xattrs: Vec<(String, Vec<u8>)>,
+    xattrs: Xattrs,
 }
 
 /// `a/b/c` -> (`a/b`, `c`); `c` -> (``, `c`).
@@ -369,7 +372,7 @@ impl Extractor<'_> {
         Ok(())
     }
 
-    fn defer(&mut self, rel: &str, xattrs: Vec<(String, Vec<u8>)>) -> Result<(), SnapshotError> {
+    fn defer(&mut self, rel: &str, xattrs: Xattrs) -> Result<(), SnapshotError> {
         if xattrs.is_empty() {
             return Ok(());
         }
@@ -467,7 +470,7 @@ impl Extractor<'_> {
                 "{m:?}: a directory missing from the archive"
             )));
         }
-        let deferred: std::collections::HashMap<String, Vec<(String, Vec<u8>)>> =
+        let deferred: std::collections::HashMap<String, Xattrs> =
             std::mem::take(&mut self.deferred).into_iter().collect();
         for (rel, x) in &deferred {
             if self.seen.get(rel).map(|s| s.entry.kind) == Some(Kind::Symlink) {
