@@ -19,7 +19,8 @@ pub fn run(
 ) -> anyhow::Result<ExitCode> {
     let boot = BootState::new();
     // A restore that was cut off mid-swap is rolled back before anything reads the store.
-    crate::snapshot::recover_at_boot(&ctx)?;
+    // One line (no doubled cause): it names the directory and the fix.
+    crate::snapshot::recover_at_boot(&ctx).map_err(|e| anyhow::anyhow!("{e}"))?;
     let mut first_seed = false;
     record(&boot, "persist", || {
         let report = persist_logged(&ctx)?;

@@ -10,7 +10,7 @@ use std::io::Write;
 use std::sync::Arc;
 
 use cfy_init::hooks::NoServices;
-use cfy_init::snapshot::Engine;
+use cfy_init::snapshot::{Engine, RestoreSource};
 use common::{env, fingerprint, populate};
 
 struct Tmpfs(std::path::PathBuf);
@@ -127,5 +127,74 @@ fn full_disk_in_a_live_catch_up_pass_leaves_nothing_behind() {
             let got = std::fs::read(store.join("random.bin")).unwrap();
             assert_eq!(got, std::fs::read(noise.path()).unwrap());
         },
+    );
+}
+
+/// A restore onto a store without room for the archive's tree: the error names the path,
+/// the bytes needed and the bytes free (for a stored snapshot before anything is written,
+/// for an upload as the extraction hits the limit); the store is as it was, no staging left.
+#[test]
+fn restore_onto_a_full_disk_says_what_is_needed() {
+    let e = env("");
+    populate(&e.store());
+    write_noise(&e.store().join("random.bin"));
+    let engine = Engine::new(&e.ctx, Arc::new(NoServices));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let meta = rt
+        .block_on(engine.run_snapshot(engine.begin_snapshot().unwrap()))
+        .unwrap();
+    // The store becomes a 2 MiB file system holding one small file.
+    nix::mount::mount(
+        Some("tmpfs"),
+        &e.store(),
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=2m"),
+    )
+    .unwrap();
+    let _guard = Tmpfs(e.store());
+    std::fs::write(e.store().join("kept"), "kept").unwrap();
+    let before = fingerprint(&e.store());
+    let check = |err: cfy_init::snapshot::SnapshotError| {
+        let msg = err.to_string();
+        assert!(
+            matches!(err, cfy_init::snapshot::SnapshotError::NoSpace { .. }),
+            "{msg}"
+        );
+        assert!(msg.contains("no space left on the device"), "{msg}");
+        assert!(msg.contains(&e.store().display().to_string()), "{msg}");
+        assert!(
+            msg.contains("bytes needed") && msg.contains("free"),
+            "{msg}"
+        );
+        assert_eq!(fingerprint(&e.store()), before, "store changed");
+        let staging: Vec<_> = std::fs::read_dir(e.store())
+            .unwrap()
+            .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with(".cfy-snapshot-"))
+            .collect();
+        assert!(staging.is_empty(), "{staging:?}");
+    };
+    let job = engine.begin_restore().unwrap();
+    check(
+        rt.block_on(engine.run_restore(job, RestoreSource::Id(meta.id.clone())))
+            .unwrap_err(),
+    );
+    let upload = e.archives().join("upload.tar.zst");
+    std::fs::copy(engine.archive_path(&meta.id).unwrap(), &upload).unwrap();
+    let job = engine.begin_restore().unwrap();
+    check(
+        rt.block_on(engine.run_restore(
+            job,
+            RestoreSource::Upload {
+                path: upload,
+                sha256: None,
+            },
+        ))
+        .unwrap_err(),
     );
 }

@@ -273,7 +273,7 @@ pub fn verify_archive(path: &Path, scratch_in: &Path) -> Result<ArchiveInfo, Man
     Ok(ArchiveInfo {
         sha256: verified.sha256,
         bytes,
-        entries: verified.manifest.entries.len() as u64,
+        entries: verified.entries as u64,
     })
 }
 

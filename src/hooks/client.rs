@@ -430,7 +430,13 @@ async fn download(target: &Target, id: &str, file: &Path) -> anyhow::Result<()> 
         .map(str::to_string);
     let tmp = crate::fsutil::staging_name(file);
     let result = async {
-        let mut out = tokio::fs::File::create(&tmp)
+        // 0600: an archive holds the store's secrets.
+        let mut out = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&tmp)
             .await
             .with_context(|| format!("{}: cannot create", tmp.display()))?;
         let mut hasher = sha2::Sha256::new();

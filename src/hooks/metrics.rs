@@ -171,6 +171,13 @@ pub async fn render(state: &AppState) -> String {
         "Service pause of the last good snapshot",
         pause,
     );
+    let pauses = Counter::<u64>::default();
+    pauses.inc_by(snap.quiesce_pauses);
+    reg.register(
+        "snapshot_quiesce_pauses",
+        "Times snapshots stopped and started the quiesce services (not counted as restarts)",
+        pauses,
+    );
     let size = Gauge::<i64>::default();
     size.set(snap.last_size.unwrap_or(0) as i64);
     reg.register(

@@ -66,6 +66,7 @@ fn snapshot_error(e: SnapshotError) -> (StatusCode, Json<serde_json::Value>) {
         SnapshotError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SnapshotError::NoCloudify => StatusCode::NOT_FOUND,
         SnapshotError::Remote(_) => StatusCode::BAD_GATEWAY,
+        SnapshotError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error_json(status, e.to_string())
@@ -431,7 +432,13 @@ async fn receive_upload(
     let path = engine.upload_path(job).map_err(snapshot_error)?;
     let limit = engine.limits().max_upload_bytes;
     let result = async {
-        let mut file = tokio::fs::File::create(&path)
+        // 0600: an archive holds the store's secrets.
+        let mut file = tokio::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path)
             .await
             .map_err(|e| snapshot_error(SnapshotError::io(&path, e)))?;
         let mut stream = body.into_data_stream();

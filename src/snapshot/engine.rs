@@ -60,6 +60,8 @@ pub struct SnapshotStats {
     pub last_duration: Option<Duration>,
     pub last_pause: Option<Duration>,
     pub last_size: Option<u64>,
+    /// Pauses of the quiesce services for a snapshot (not service restarts).
+    pub quiesce_pauses: u64,
 }
 
 pub struct Engine {
@@ -172,7 +174,7 @@ impl Engine {
             )));
         }
         let dir = self.cfg.archive_dir.clone();
-        fs::create_dir_all(&dir).map_err(|e| SnapshotError::io(&dir, e))?;
+        super::private_dir(&dir)?;
         let created = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
         let partial = dir.join(format!(".{id}.tar.zst.partial"));
         let made = if self.cfg.precopy {
@@ -228,8 +230,13 @@ impl Engine {
             partial.to_path_buf(),
             self.cfg.compression.clone(),
         );
-        let writer =
-            spawn_blocking(move || ArchiveWriter::create(&store, &out, &comp, false)).await?;
+        let live = self.cfg.quiesce.live_paths.clone();
+        let writer = spawn_blocking(move || {
+            let mut w = ArchiveWriter::create(&store, &out, &comp, false)?;
+            w.allow_changes_under(live);
+            Ok(w)
+        })
+        .await?;
         let (mut writer, _) = run_pass(writer, job).await?;
         self.run_pre().await?;
         // Catch-up passes while the services run, until what is left is small, so that
@@ -251,7 +258,7 @@ impl Engine {
         }
         job.phase("quiesce");
         let paused = Instant::now();
-        let stopped = match self.stop_services().await {
+        let stopped = match self.stop_services(&self.cfg.quiesce.services).await {
             Ok(stopped) => stopped,
             Err((stopped, e)) => {
                 self.resume(&stopped).await;
@@ -337,6 +344,9 @@ impl Engine {
             }
         }
         let pause_ms = paused.elapsed().as_millis() as u64;
+        if !names.is_empty() {
+            self.stats.lock().unwrap().quiesce_pauses += 1;
+        }
         job.set_pause(pause_ms);
         tracing::info!(job = %job.id, pause_ms, "snapshot: services resumed");
         pause_ms
@@ -368,7 +378,7 @@ impl Engine {
     /// On failure everything done so far is undone.
     async fn quiesce(&self) -> Result<Vec<String>, SnapshotError> {
         self.run_pre().await?;
-        match self.stop_services().await {
+        match self.stop_services(&self.cfg.quiesce.services).await {
             Ok(stopped) => Ok(stopped),
             Err((stopped, e)) => {
                 self.resume(&stopped).await;
@@ -379,9 +389,12 @@ impl Engine {
 
     /// Stop the configured services in order; a name the supervisor does not know is
     /// skipped. Returns the stopped ones, or those stopped so far and the error.
-    async fn stop_services(&self) -> Result<Vec<String>, (Vec<String>, SnapshotError)> {
+    async fn stop_services(
+        &self,
+        names: &[String],
+    ) -> Result<Vec<String>, (Vec<String>, SnapshotError)> {
         let mut stopped = Vec::new();
-        for name in &self.cfg.quiesce.services {
+        for name in names {
             match self.control.stop(name, true).await {
                 Ok(()) => stopped.push(name.clone()),
                 Err(SuperviseError::BadName(_)) => {
@@ -410,10 +423,17 @@ impl Engine {
         }
     }
 
-    /// The configured quiesce services that the supervisor knows, in configured order.
+    /// The services stopped around a restore: the quiesce services, then those that keep
+    /// running through a snapshot (`quiesce.live_services`), whose files the swap replaces.
+    fn restore_services(&self) -> Vec<String> {
+        let q = &self.cfg.quiesce;
+        q.services.iter().chain(&q.live_services).cloned().collect()
+    }
+
+    /// The restore services that the supervisor knows, in configured order.
     async fn known_services(&self) -> Vec<String> {
         let mut out = Vec::new();
-        for name in &self.cfg.quiesce.services {
+        for name in &self.restore_services() {
             if self.control.info(name).await.is_ok() {
                 out.push(name.clone());
             }
@@ -475,6 +495,7 @@ impl Engine {
             RestoreSource::Id(id) => {
                 let meta = self.get(&id)?;
                 job.set_snapshot(&id);
+                self.check_space(meta.total_bytes)?;
                 (self.archive_path(&id)?, Some(meta.sha256))
             }
             RestoreSource::Upload { path, sha256 } => (path, sha256),
@@ -505,7 +526,7 @@ impl Engine {
         }
 
         job.phase("stop");
-        if let Err((s, e)) = self.stop_services().await {
+        if let Err((s, e)) = self.stop_services(&self.restore_services()).await {
             self.start_services(&s).await;
             copy::remove_tree(&staging);
             return Err(e);
@@ -529,7 +550,7 @@ impl Engine {
         job.phase("wait-ready");
         if let Err(not_ready) = self.wait_ready(&stopped).await {
             job.phase("rollback");
-            let _ = self.stop_services().await;
+            let _ = self.stop_services(&self.restore_services()).await;
             let st = store.clone();
             let back = spawn_blocking(move || restore::swap_back(&st)).await;
             self.start_services(&stopped).await;
@@ -571,6 +592,22 @@ impl Engine {
             }
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
+    }
+
+    /// A restore needs room for the whole tree beside the store until the swap.
+    fn check_space(&self, needed: u64) -> Result<(), SnapshotError> {
+        let Ok(st) = nix::sys::statvfs::statvfs(&self.store) else {
+            return Ok(()); // the extraction reports it if it matters
+        };
+        let free = st.blocks_free() * st.fragment_size();
+        if free < needed {
+            return Err(SnapshotError::NoSpace {
+                path: self.store.clone(),
+                needed,
+                free,
+            });
+        }
+        Ok(())
     }
 
     fn archive_path_unchecked(&self, id: &str) -> PathBuf {
@@ -625,7 +662,7 @@ impl Engine {
     /// A fresh path in the archive directory for an upload.
     pub fn upload_path(&self, job: &Job) -> Result<PathBuf, SnapshotError> {
         let dir = &self.cfg.archive_dir;
-        fs::create_dir_all(dir).map_err(|e| SnapshotError::io(dir, e))?;
+        super::private_dir(dir)?;
         Ok(dir.join(format!(".upload-{}.partial", job.id)))
     }
 }

@@ -86,6 +86,15 @@ pub struct Quiesce {
     /// after it; also the services stopped around a restore. Unknown names are skipped
     /// with a warning so one list fits several manager versions.
     pub services: Vec<String>,
+    /// Services that keep running through a snapshot (with `precopy`) and are stopped only
+    /// around a restore (after `services`), because what they write need not be consistent
+    /// with the rest of the store (see docs/operations.md for RabbitMQ). Their files are
+    /// under `live_paths`.
+    pub live_services: Vec<String>,
+    /// Store-relative directories (e.g. `var/lib/rabbitmq`) written by `live_services`: a
+    /// file below them that changes while the paused pass reads it is archived as read
+    /// instead of failing the snapshot.
+    pub live_paths: Vec<PathBuf>,
     /// Commands (argv) run before the services are stopped, e.g. a database CHECKPOINT (with
     /// `precopy`, after the first pass over the live store, so that what they flush is read
     /// again before the pause rather than during it); a failure aborts.
@@ -215,6 +224,12 @@ pub enum SnapshotError {
         #[source]
         source: std::io::Error,
     },
+    #[error("{}: no space left on the device: at least {needed} bytes needed, {free} free", path.display())]
+    NoSpace {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("quiesce: {0}")]
     Quiesce(String),
     #[error("restore failed and the previous store was put back: {0}")]
@@ -248,8 +263,73 @@ pub fn recover_at_boot(ctx: &crate::config::Context) -> Result<(), SnapshotError
     if restore::recover_interrupted(&store)? {
         tracing::warn!(store = %store.display(), "an interrupted restore was rolled back");
     }
-    remove_partial_archives(&ctx.config.snapshot.archive_dir);
+    let dir = &ctx.config.snapshot.archive_dir;
+    remove_partial_archives(dir);
+    make_private(dir);
+    warn_if_on_container_layer(dir);
     Ok(())
+}
+
+/// The archive directory as a snapshot needs it: made if missing, 0700, owned by the
+/// init's user (root): archives hold the store's secrets.
+pub fn private_dir(dir: &Path) -> Result<(), SnapshotError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).map_err(|e| SnapshotError::io(dir, e))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| SnapshotError::io(dir, e))
+}
+
+/// At boot: an archive directory and archives made by an older cfy-init (0755 and 0644)
+/// are made private (0700, files 0600).
+fn make_private(dir: &Path) {
+    use std::os::unix::fs::PermissionsExt;
+    let Ok(meta) = std::fs::symlink_metadata(dir) else {
+        return;
+    };
+    if !meta.is_dir() {
+        return;
+    }
+    let fix = |p: &Path, mode: u32| {
+        let Ok(m) = std::fs::symlink_metadata(p) else {
+            return;
+        };
+        if m.permissions().mode() & 0o777 & !mode != 0 {
+            if let Err(e) = std::fs::set_permissions(p, std::fs::Permissions::from_mode(mode)) {
+                tracing::warn!(path = %p.display(), error = %e, "cannot make an archive private");
+            }
+        }
+    };
+    fix(dir, 0o700);
+    for item in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        if item.file_type().is_ok_and(|t| t.is_file()) {
+            fix(&item.path(), 0o600);
+        }
+    }
+}
+
+/// `statfs` magic of overlayfs, the file system of a container's own layer.
+const OVERLAYFS_SUPER_MAGIC: i64 = 0x794c_7630;
+
+/// Archives kept in the container's own (overlay) layer are lost with the container (a
+/// `docker rm`, a new pod): say so once at boot, with the fix.
+fn warn_if_on_container_layer(dir: &Path) {
+    let Some(existing) = dir.ancestors().find(|a| a.exists()) else {
+        return;
+    };
+    if on_overlay(existing) {
+        tracing::warn!(
+            archive_dir = %dir.display(),
+            "snapshot.archive_dir lies on the container's own layer: its archives are lost \
+             with the container; mount a volume there (docker run -v NAME:{}, or the chart's \
+             snapshot volume) or set snapshot.archive_dir to a directory on one",
+            dir.display()
+        );
+    }
+}
+
+/// True when `path` lies on an overlay file system.
+fn on_overlay(path: &Path) -> bool {
+    nix::sys::statfs::statfs(path).is_ok_and(|s| s.filesystem_type().0 == OVERLAYFS_SUPER_MAGIC)
 }
 
 /// Archives a crash cut short (`.<id>.tar.zst.partial`, `.compact`, `.upload-*.partial`)

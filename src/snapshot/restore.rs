@@ -28,6 +28,7 @@ fn move_contents(from: &Path, to: &Path, skip_reserved: bool) -> Result<(), Snap
             continue;
         }
         let dst = to.join(item.file_name());
+        crate::persist::fault::point("snapshot-move");
         fs::rename(item.path(), &dst).map_err(|e| SnapshotError::io(&dst, e))?;
     }
     fsutil::fsync_dir(from).map_err(|e| SnapshotError::io(from, e))?;
@@ -59,16 +60,22 @@ pub fn swap_in(store: &Path, staging: &Path) -> Result<(), SnapshotError> {
 }
 
 /// Put the rollback copy back in place of the store's current contents (which are deleted).
+/// Safe to run again when cut short: the journal's phase says what is done. "out": the
+/// store holds only old entries, the rest are in the rollback directory. "in": the store
+/// holds (part of) the restored tree, which is first moved aside, then the phase becomes
+/// "back": what is left in the rollback directory goes back into the store.
 pub fn swap_back(store: &Path) -> Result<(), SnapshotError> {
     let rollback = rollback_dir(store);
-    let failed = store.join(format!("{RESERVED_PREFIX}failed"));
+    let failed = failed_dir(store);
     let j = journal(store);
     let phase = fs::read_to_string(&j).map_err(|e| SnapshotError::io(&j, e))?;
-    remove_tree(&failed);
-    if phase.trim() != "out" {
-        // The store holds (part of) the restored tree only: move it aside.
+    if phase.trim() == "in" {
+        // The restored tree (or what of it came in) goes aside; a half-done earlier try
+        // left only restored entries in `failed`, which go too.
+        remove_tree(&failed);
         fs::create_dir(&failed).map_err(|e| SnapshotError::io(&failed, e))?;
         move_contents(store, &failed, true)?;
+        fsutil::write_atomic(&j, b"back\n", 0o600).map_err(|e| SnapshotError::io(&j, e))?;
     }
     move_contents(&rollback, store, false)?;
     fs::remove_file(&j).map_err(|e| SnapshotError::io(&j, e))?;
@@ -77,6 +84,10 @@ pub fn swap_back(store: &Path) -> Result<(), SnapshotError> {
     remove_tree(&rollback);
     tracing::warn!(store = %store.display(), "restore: previous store put back");
     Ok(())
+}
+
+fn failed_dir(store: &Path) -> PathBuf {
+    store.join(format!("{RESERVED_PREFIX}failed"))
 }
 
 /// The restored store is good: drop the journal; drop the rollback copy if so configured.
@@ -109,7 +120,17 @@ pub fn recover_interrupted(store: &Path) -> Result<bool, SnapshotError> {
         }
     }
     if journal(store).exists() {
-        swap_back(store)?;
+        swap_back(store).map_err(|e| {
+            SnapshotError::Other(format!(
+                "{}: a restore was cut short and putting the previous store back failed ({e}); \
+                 the previous store's entries are in {}: move them back into the store by hand, \
+                 delete {} and {}, then start again",
+                store.display(),
+                rollback_dir(store).display(),
+                journal(store).display(),
+                failed_dir(store).display()
+            ))
+        })?;
         return Ok(true);
     }
     Ok(false)
@@ -195,5 +216,50 @@ mod tests {
         assert!(recover_interrupted(&store).unwrap());
         assert_eq!(names(&store), ["a", "b"]);
         assert_eq!(fs::read_to_string(store.join("a")).unwrap(), "a");
+    }
+
+    /// A rollback cut short half-way (the restored tree moved aside, part of the old store
+    /// moved back) is completed by the next boot, and the old store comes back whole.
+    #[test]
+    fn rollback_cut_short_half_way_is_completed_at_boot() {
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        // What swap_back does, stopped after the first old entry came back.
+        let failed = failed_dir(&store);
+        fs::create_dir(&failed).unwrap();
+        move_contents(&store, &failed, true).unwrap();
+        fsutil::write_atomic(&journal(&store), b"back\n", 0o600).unwrap();
+        fs::rename(rollback_dir(&store).join("a"), store.join("a")).unwrap(); // cut here
+        assert!(recover_interrupted(&store).unwrap());
+        assert_eq!(names(&store), ["a", "b"]);
+        assert_eq!(fs::read_to_string(store.join("b")).unwrap(), "b");
+        // A rollback cut short before the restored tree was all moved aside, too.
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        fs::create_dir(failed_dir(&store)).unwrap();
+        fs::rename(store.join("x"), failed_dir(&store).join("x")).unwrap(); // cut here
+        assert!(recover_interrupted(&store).unwrap());
+        assert_eq!(names(&store), ["a", "b"]);
+    }
+
+    /// A rollback that cannot be completed stops the boot with one line naming the
+    /// directory that holds the old store and what to do.
+    #[test]
+    fn a_rollback_that_cannot_complete_names_the_fix() {
+        let (_d, store, staging) = setup();
+        swap_in(&store, &staging).unwrap();
+        fsutil::write_atomic(&journal(&store), b"back\n", 0o600).unwrap();
+        // Something in the store that is in the way of an old entry coming back.
+        fs::create_dir(store.join("a")).unwrap();
+        fs::write(store.join("a/in-the-way"), "x").unwrap();
+        fs::remove_file(rollback_dir(&store).join("a")).unwrap();
+        fs::create_dir(rollback_dir(&store).join("a")).unwrap();
+        fs::write(rollback_dir(&store).join("a/old"), "x").unwrap();
+        let err = recover_interrupted(&store).unwrap_err().to_string();
+        assert!(!err.contains('\n'), "{err}");
+        assert!(
+            err.contains(".cfy-snapshot-rollback") && err.contains("by hand"),
+            "{err}"
+        );
     }
 }
