@@ -6,6 +6,7 @@
 //! | [`secret`]  | [`Secret`], a string never printed                                 |
 //! | [`creds`]   | clouds.yaml / `OS_*` credentials (password, application credential) |
 //! | [`session`] | the Keystone v3 session: token, catalog, renewal on expiry and 401  |
+//! | [`swift`]   | snapshot copies in Swift: segmented, checked, resumable, retried    |
 //!
 //! Evaluated and not used: the `openstack_sdk` crate (0.22.8, with only `async`, `identity`
 //! and `object_store`). What it does well: clouds.yaml with secure.yaml and vendor profiles,
@@ -27,6 +28,7 @@
 pub mod creds;
 pub mod secret;
 pub mod session;
+pub mod swift;
 
 pub use secret::Secret;
 
