@@ -61,7 +61,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SnapshotCmd,
     },
-    /// Restore the store from an archive file or a snapshot id.
+    /// Restore the store from an archive file, a snapshot id, or a copy in Swift
+    /// (`swift://CONTAINER/OBJECT`, downloaded and checked first).
     Restore { source: String },
 }
 
@@ -80,9 +81,24 @@ pub enum ConfigCmd {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCmd {
     /// Take a snapshot now.
-    Create,
+    Create {
+        /// Then copy it to Swift (`snapshot.remote`), from this process.
+        #[arg(long)]
+        upload: bool,
+    },
     /// List snapshots.
-    List,
+    List {
+        /// List the copies in Swift (`snapshot.remote`) instead.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Copy local snapshot ID to Swift (`snapshot.remote`); resumes an interrupted upload.
+    Upload {
+        id: String,
+        /// Print the result as one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
     /// Download a snapshot archive to FILE.
     Download { id: String, file: PathBuf },
     /// Delete a snapshot.

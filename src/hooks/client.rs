@@ -276,10 +276,22 @@ pub fn ready(ctx: &Context) -> anyhow::Result<ExitCode> {
 }
 
 pub fn snapshot(ctx: &Context, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
+    match &cmd {
+        SnapshotCmd::Upload { id, json } => {
+            runtime()?.block_on(super::client_remote::upload(ctx, id, *json))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        SnapshotCmd::List { remote: true } => {
+            runtime()?.block_on(super::client_remote::list(ctx))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let target = Target::from_ctx(ctx)?;
     runtime()?.block_on(async move {
         match cmd {
-            SnapshotCmd::Create => {
+            SnapshotCmd::Upload { .. } => unreachable!("handled above"),
+            SnapshotCmd::Create { upload } => {
                 let v = call(
                     &target,
                     Method::POST,
@@ -297,8 +309,11 @@ pub fn snapshot(ctx: &Context, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     s(&v["total_bytes"]),
                     s(&v["pause_ms"])
                 );
+                if upload {
+                    super::client_remote::upload(ctx, &s(&v["id"]), false).await?;
+                }
             }
-            SnapshotCmd::List => {
+            SnapshotCmd::List { .. } => {
                 let v = call(&target, Method::GET, "/snapshots", None, Body::empty())
                     .await?
                     .ok_json()
@@ -392,6 +407,12 @@ async fn download(target: &Target, id: &str, file: &Path) -> anyhow::Result<()> 
 }
 
 pub fn restore(ctx: &Context, source: &str) -> anyhow::Result<ExitCode> {
+    if source.starts_with("swift://") {
+        let file = runtime()?.block_on(super::client_remote::fetch(ctx, source))?;
+        let result = restore(ctx, &file.display().to_string());
+        let _ = std::fs::remove_file(&file);
+        return result;
+    }
     let target = Target::from_ctx(ctx)?;
     let path = Path::new(source);
     runtime()?.block_on(async move {

@@ -66,6 +66,14 @@ pub async fn start(
     let unix = bind_unix(&cfg.socket, &cfg.socket_mode, cfg.socket_group.as_deref())?;
     tracing::info!(socket = %cfg.socket.display(), "control API listening");
     tasks.spawn(accept_unix(unix, app.clone()));
+    if ctx.config.snapshot.schedule.is_some() {
+        let reaper = engine.owns_reaping();
+        tasks.spawn(crate::snapshot::schedule::run(
+            ctx.clone(),
+            engine.clone(),
+            reaper,
+        ));
+    }
 
     let mut tcp_addr = None;
     if let (Some(addr), Some(token)) = (&cfg.listen, token) {
