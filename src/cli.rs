@@ -63,7 +63,8 @@ pub enum Command {
         #[command(subcommand)]
         cmd: SnapshotCmd,
     },
-    /// Restore the store from an archive file or a snapshot id.
+    /// Restore the store from an archive file, a snapshot id, or a copy in Swift
+    /// (`swift://CONTAINER/OBJECT`, downloaded and checked first).
     Restore { source: String },
 }
 
@@ -82,10 +83,24 @@ pub enum ConfigCmd {
 #[derive(Debug, Subcommand)]
 pub enum SnapshotCmd {
     /// Take a snapshot now.
-    Create,
+    Create {
+        /// Then copy it to Swift (`snapshot.remote`), from this process.
+        #[arg(long)]
+        upload: bool,
+    },
     /// List snapshots.
     List {
         /// Print the list as JSON (GET /snapshots), sizes in bytes.
+        #[arg(long)]
+        json: bool,
+        /// List the copies in Swift (`snapshot.remote`) instead.
+        #[arg(long)]
+        remote: bool,
+    },
+    /// Copy local snapshot ID to Swift (`snapshot.remote`); resumes an interrupted upload.
+    Upload {
+        id: String,
+        /// Print the result as one JSON line.
         #[arg(long)]
         json: bool,
     },
@@ -175,11 +190,19 @@ fn client_command(cli: Cli, root: &Root, file: Option<PathBuf>) -> anyhow::Resul
     use crate::hooks::client;
     logging::init(cli.log_format.unwrap_or_default(), "warn", None);
     let socket = client::control_socket(root, || Config::load(file.as_deref(), root))?;
+    // Swift copies need `snapshot.remote`: only those commands read the config file.
+    let remote_ctx = || -> anyhow::Result<Context> {
+        Ok(Context {
+            config: Config::load(file.as_deref(), root)?,
+            root: root.clone(),
+            config_path: file.clone(),
+        })
+    };
     match cli.command.expect("a client command") {
         Command::Status { json } => client::status(&socket, json),
         Command::Ready => client::ready(&socket),
-        Command::Snapshot { cmd } => client::snapshot(&socket, cmd),
-        Command::Restore { source } => client::restore(&socket, &source),
+        Command::Snapshot { cmd } => client::snapshot(&socket, cmd, &remote_ctx),
+        Command::Restore { source } => client::restore(&socket, &source, &remote_ctx),
         _ => unreachable!("only client commands come here"),
     }
 }

@@ -19,7 +19,7 @@ use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
 use crate::cli::SnapshotCmd;
-use crate::config::{Config, Root};
+use crate::config::{Config, Context, Root};
 use crate::hooks::runtime;
 
 /// Environment variable selecting TCP instead of the unix socket.
@@ -342,11 +342,32 @@ pub fn ready(socket: &Path) -> anyhow::Result<ExitCode> {
     }
 }
 
-pub fn snapshot(socket: &Path, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
+/// Loads the config for the commands that need `snapshot.remote` (Swift copies).
+pub type RemoteContext<'a> = &'a dyn Fn() -> anyhow::Result<Context>;
+
+pub fn snapshot(
+    socket: &Path,
+    cmd: SnapshotCmd,
+    remote_ctx: RemoteContext,
+) -> anyhow::Result<ExitCode> {
+    match &cmd {
+        SnapshotCmd::Upload { id, json } => {
+            let ctx = remote_ctx()?;
+            runtime()?.block_on(super::client_remote::upload(&ctx, id, *json))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        SnapshotCmd::List { remote: true, .. } => {
+            let ctx = remote_ctx()?;
+            runtime()?.block_on(super::client_remote::list(&ctx))?;
+            return Ok(ExitCode::SUCCESS);
+        }
+        _ => {}
+    }
     let target = Target::new(socket)?;
     runtime()?.block_on(async move {
         match cmd {
-            SnapshotCmd::Create => {
+            SnapshotCmd::Upload { .. } => unreachable!("handled above"),
+            SnapshotCmd::Create { upload } => {
                 let v = call(
                     &target,
                     Method::POST,
@@ -364,8 +385,11 @@ pub fn snapshot(socket: &Path, cmd: SnapshotCmd) -> anyhow::Result<ExitCode> {
                     v["total_bytes"].as_u64().map_or("-".into(), human_bytes),
                     s(&v["pause_ms"])
                 );
+                if upload {
+                    super::client_remote::upload(&remote_ctx()?, &s(&v["id"]), false).await?;
+                }
             }
-            SnapshotCmd::List { json } => {
+            SnapshotCmd::List { json, .. } => {
                 let v = call(&target, Method::GET, "/snapshots", None, Body::empty())
                     .await?
                     .ok_json()
@@ -468,7 +492,14 @@ async fn download(target: &Target, id: &str, file: &Path) -> anyhow::Result<()> 
     Ok(())
 }
 
-pub fn restore(socket: &Path, source: &str) -> anyhow::Result<ExitCode> {
+pub fn restore(socket: &Path, source: &str, remote_ctx: RemoteContext) -> anyhow::Result<ExitCode> {
+    if source.starts_with("swift://") {
+        let ctx = remote_ctx()?;
+        let file = runtime()?.block_on(super::client_remote::fetch(&ctx, source))?;
+        let result = restore(socket, &file.display().to_string(), remote_ctx);
+        let _ = std::fs::remove_file(&file);
+        return result;
+    }
     let target = Target::new(socket)?;
     let path = Path::new(source);
     runtime()?.block_on(async move {

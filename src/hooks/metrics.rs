@@ -186,7 +186,62 @@ pub async fn render(state: &AppState) -> String {
         size,
     );
 
+    let last_ok = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    last_ok.set(unix_secs(snap.last_success));
+    reg.register(
+        "snapshot_last_success_timestamp_seconds",
+        "Unix time the last good snapshot finished (0 = none since boot)",
+        last_ok,
+    );
+    let up = crate::snapshot::remote::stats();
+    let uploads = Family::<ResultLabel, Counter>::default();
+    for (result, n) in [("ok", up.ok), ("failed", up.failed)] {
+        uploads
+            .get_or_create(&ResultLabel {
+                result: result.into(),
+            })
+            .inc_by(n);
+    }
+    reg.register(
+        "snapshot_uploads",
+        "Scheduled uploads to Swift by result",
+        uploads,
+    );
+    let up_bytes = Counter::<u64>::default();
+    up_bytes.inc_by(up.bytes_total);
+    reg.register(
+        "snapshot_upload_bytes",
+        "Bytes of snapshots uploaded to Swift",
+        up_bytes,
+    );
+    let up_last = Gauge::<i64>::default();
+    up_last.set(up.last_bytes.unwrap_or(0) as i64);
+    reg.register(
+        "snapshot_upload_last_size_bytes",
+        "Size of the last good upload to Swift",
+        up_last,
+    );
+    let up_dur = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    up_dur.set(up.last_duration.map_or(0.0, |d| d.as_secs_f64()));
+    reg.register(
+        "snapshot_upload_last_duration_seconds",
+        "Duration of the last good upload to Swift",
+        up_dur,
+    );
+    let up_ok = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+    up_ok.set(unix_secs(up.last_success));
+    reg.register(
+        "snapshot_upload_last_success_timestamp_seconds",
+        "Unix time the last good upload to Swift finished (0 = none since boot)",
+        up_ok,
+    );
+
     let mut out = String::new();
     encode(&mut out, &reg).expect("writing to a String cannot fail");
     out
+}
+
+fn unix_secs(t: Option<std::time::SystemTime>) -> f64 {
+    t.and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map_or(0.0, |d| d.as_secs_f64())
 }

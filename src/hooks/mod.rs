@@ -6,6 +6,7 @@
 
 mod auth;
 pub mod client;
+mod client_remote;
 mod metrics;
 mod routes;
 pub mod runtime;

@@ -145,6 +145,14 @@ pub async fn start(
             return Err(e);
         }
     }
+    if ctx.config.snapshot.schedule.is_some() {
+        let reaper = engine.owns_reaping();
+        tasks.spawn(crate::snapshot::schedule::run(
+            ctx.clone(),
+            engine.clone(),
+            reaper,
+        ));
+    }
     let info = RuntimeInfo {
         version: env!("CARGO_PKG_VERSION").to_string(),
         pid: std::process::id(),

@@ -62,6 +62,8 @@ pub struct SnapshotStats {
     pub last_size: Option<u64>,
     /// Pauses of the quiesce services for a snapshot (not service restarts).
     pub quiesce_pauses: u64,
+    /// When the last good snapshot finished.
+    pub last_success: Option<std::time::SystemTime>,
 }
 
 pub struct Engine {
@@ -125,6 +127,11 @@ impl Engine {
             .begin(kind, format!("cloudify-{id}-{:04x}", rand::random::<u16>()))
     }
 
+    /// The supervisor owns `waitpid`: children must be run through the reaper.
+    pub fn owns_reaping(&self) -> bool {
+        self.control.owns_reaping()
+    }
+
     pub fn stats(&self) -> SnapshotStats {
         self.stats.lock().unwrap().clone()
     }
@@ -152,6 +159,7 @@ impl Engine {
                 st.last_duration = Some(started.elapsed());
                 st.last_pause = Some(Duration::from_millis(meta.pause_ms));
                 st.last_size = Some(meta.size);
+                st.last_success = Some(std::time::SystemTime::now());
             }
             Err(_) => st.snapshots_failed += 1,
         }

@@ -10,7 +10,9 @@ pub mod copy;
 mod engine;
 pub mod jobs;
 pub mod manifest;
+pub mod remote;
 pub mod restore;
+pub mod schedule;
 pub mod verify;
 
 use std::path::{Path, PathBuf};
@@ -59,6 +61,11 @@ pub struct SnapshotConfig {
     pub ready_timeout: Duration,
     /// Optional Cloudify-level snapshots through the manager's REST API.
     pub cloudify: Option<CloudifyRest>,
+    /// Off-host copies in OpenStack Swift (`snapshot create --upload`, scheduled uploads,
+    /// `restore swift://CONTAINER/OBJECT`). Off when unset.
+    pub remote: Option<remote::RemoteConfig>,
+    /// Periodic snapshots taken by cfy-init (interval, jitter, upload). Off when unset.
+    pub schedule: Option<remote::ScheduleConfig>,
 }
 
 impl Default for SnapshotConfig {
@@ -74,6 +81,8 @@ impl Default for SnapshotConfig {
             keep_rollback: KeepRollback::UntilNextSnapshot,
             ready_timeout: Duration::from_secs(300),
             cloudify: None,
+            remote: None,
+            schedule: None,
         }
     }
 }
@@ -192,6 +201,9 @@ impl Section for SnapshotConfig {
                 root.apply(f);
             }
         }
+        if let Some(f) = self.remote.as_mut().and_then(|r| r.clouds_file.as_mut()) {
+            root.apply(f);
+        }
     }
 
     fn validate(&self) -> Result<(), String> {
@@ -199,6 +211,13 @@ impl Section for SnapshotConfig {
             if self.archive_dir.starts_with(store) {
                 return Err("snapshot.archive_dir must be outside snapshot.store".into());
             }
+        }
+        if self
+            .schedule
+            .as_ref()
+            .is_some_and(|s| s.every < Duration::from_secs(1))
+        {
+            return Err("snapshot.schedule.every must be at least 1s".into());
         }
         if !(1..=22).contains(&self.compression.level) {
             return Err("snapshot.compression.level must be within 1..=22".into());
