@@ -1338,19 +1338,36 @@ impl Runner<'_> {
                 }
             }
             let id = f.id.clone();
-            self.wait_for(
-                &format!("floating IP {} to be ACTIVE", f.address),
-                self.waits.timeout,
-                || async {
-                    Ok(cloud
-                        .floating_ip(&id)
-                        .await?
-                        .filter(|f| f.status == "ACTIVE")
-                        .map(|_| ()))
-                },
-            )
-            .await?;
-            notes.push(format!("{} → port {target}", f.address));
+            // The data plane (status ACTIVE) is waited for only when the manager is reached
+            // through this address; otherwise Neutron's binding is what the recovery needs
+            // (a cloud without an L3 agent on the router never shows ACTIVE).
+            let via_this = self
+                .journal
+                .manager
+                .url
+                .contains(&format!("//{}:", f.address));
+            let want_active = via_this;
+            let status = self
+                .wait_for(
+                    &format!(
+                        "floating IP {} to be {}",
+                        f.address,
+                        if want_active {
+                            "ACTIVE"
+                        } else {
+                            "bound to the port"
+                        }
+                    ),
+                    self.waits.timeout,
+                    || async {
+                        Ok(cloud.floating_ip(&id).await?.and_then(|f| {
+                            let bound = f.port_id.as_deref() == Some(target.as_str());
+                            (bound && (!want_active || f.status == "ACTIVE")).then_some(f.status)
+                        }))
+                    },
+                )
+                .await?;
+            notes.push(format!("{} → port {target} ({status})", f.address));
         }
         done(notes.join("; "))
     }
