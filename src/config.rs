@@ -8,7 +8,6 @@
 //! column), then its mappings are merged key by key over the embedded default (lists and
 //! scalars replace) and the result is deserialized again.
 
-use std::fmt;
 use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -265,38 +264,9 @@ impl Root {
     }
 }
 
-/// A secret string from config (a password or token). Never printed: `Debug`, `Display`
-/// and serialization all give `<redacted>`; use [`Secret::expose`] where the value is needed.
-#[derive(Clone, Default, PartialEq, Eq, Deserialize, schemars::JsonSchema)]
-#[serde(transparent)]
-pub struct Secret(String);
-
-impl Secret {
-    pub fn new(s: impl Into<String>) -> Secret {
-        Secret(s.into())
-    }
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl fmt::Debug for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl fmt::Display for Secret {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("<redacted>")
-    }
-}
-
-impl Serialize for Secret {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str("<redacted>")
-    }
-}
+/// A secret string from config (a password or token), never printed: shared with cfy-recover
+/// through the `cfy-openstack` crate.
+pub use cfy_openstack::Secret;
 
 /// Everything a step needs: the effective config and the root it runs under.
 #[derive(Debug, Clone)]

@@ -4,7 +4,7 @@
 //!
 //! | module      | owns                                                              |
 //! |-------------|-------------------------------------------------------------------|
-//! | [`creds`]   | clouds.yaml / OS_* credentials                                     |
+//! | [`creds`]   | clouds.yaml / OS_* credentials (re-exported from `cfy-openstack`)  |
 //! | [`cloud`]   | Keystone auth, catalog, microversions, retries, typed API calls    |
 //! | [`manager`] | cfy-init's hooks API client and snapshot archive verification      |
 //! | [`journal`] | the crash-safe journal and the state-directory lock                |
@@ -14,8 +14,10 @@
 
 pub mod cli;
 pub mod cloud;
-pub mod creds;
 pub mod flow;
 pub mod journal;
 pub mod manager;
 pub mod sim;
+
+/// Credentials live in the crate shared with cfy-init.
+pub use cfy_openstack::creds;

@@ -12,9 +12,12 @@ use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
-use serde_json::{json, Value};
+use serde_json::Value;
 
-use crate::creds::{AuthMethod, Credentials};
+pub use cfy_openstack::error_message;
+use cfy_openstack::session::catalog_url;
+
+use crate::creds::Credentials;
 
 /// Nova microversion we speak: tags in create (2.52), embedded flavor (2.47), host_status
 /// (2.16), user_data in show (2.3). 2.79 is available since Train (2019).
@@ -188,7 +191,7 @@ impl Cloud {
     /// Authenticate (again) and read the endpoints from the catalog.
     pub async fn authenticate(&self) -> Result<(), CloudError> {
         let url = format!("{}/auth/tokens", self.creds.auth_url);
-        let body = auth_body(&self.creds.method);
+        let body = cfy_openstack::session::auth_body(&self.creds.method);
         let auth_err = |reason: String| CloudError::Auth {
             url: self.creds.auth_url.clone(),
             reason,
@@ -417,95 +420,6 @@ fn check_microversion(service: Service, echoed: Option<&str>) -> Result<(), Clou
     }
 }
 
-/// The request body of `POST /v3/auth/tokens`.
-fn auth_body(method: &AuthMethod) -> Value {
-    match method {
-        AuthMethod::Password {
-            username,
-            user_id,
-            user_domain,
-            password,
-            project_name,
-            project_id,
-            project_domain,
-        } => {
-            let user = match user_id {
-                Some(id) => json!({ "id": id, "password": password.expose() }),
-                None => json!({
-                    "name": username, "domain": user_domain.to_json(),
-                    "password": password.expose(),
-                }),
-            };
-            let project = match project_id {
-                Some(id) => json!({ "id": id }),
-                None => json!({ "name": project_name, "domain": project_domain.to_json() }),
-            };
-            json!({ "auth": {
-                "identity": { "methods": ["password"], "password": { "user": user } },
-                "scope": { "project": project },
-            }})
-        }
-        AuthMethod::ApplicationCredential {
-            id,
-            name,
-            username,
-            user_domain,
-            secret,
-        } => {
-            let cred = match id {
-                Some(id) => json!({ "id": id, "secret": secret.expose() }),
-                None => json!({
-                    "name": name, "secret": secret.expose(),
-                    "user": { "name": username, "domain": user_domain.to_json() },
-                }),
-            };
-            json!({ "auth": { "identity": {
-                "methods": ["application_credential"], "application_credential": cred,
-            }}})
-        }
-    }
-}
-
-/// The URL of service `kind` for the configured interface and region.
-fn catalog_url(catalog: &Value, kind: &str, creds: &Credentials) -> Option<String> {
-    let entry = catalog
-        .as_array()?
-        .iter()
-        .find(|e| e["type"].as_str() == Some(kind))?;
-    entry["endpoints"]
-        .as_array()?
-        .iter()
-        .find(|ep| {
-            let iface = ep["interface"].as_str() == Some(creds.interface.as_str());
-            let region = match &creds.region {
-                None => true,
-                Some(r) => ep["region_id"].as_str() == Some(r) || ep["region"].as_str() == Some(r),
-            };
-            iface && region
-        })
-        .and_then(|ep| ep["url"].as_str().map(str::to_owned))
-}
-
-/// The human message inside an OpenStack error body (`{"itemNotFound": {"message": ..}}`,
-/// `{"NeutronError": {"message": ..}}`, `{"error": {"message": ..}}`), else the text.
-pub fn error_message(text: &str) -> String {
-    let parsed: Option<Value> = serde_json::from_str(text).ok();
-    let from_json = parsed.as_ref().and_then(|v| {
-        v.as_object()?
-            .values()
-            .find_map(|inner| inner.get("message")?.as_str().map(str::to_owned))
-            .or_else(|| v.get("message")?.as_str().map(str::to_owned))
-    });
-    from_json.unwrap_or_else(|| {
-        let t = text.trim();
-        if t.is_empty() {
-            "(empty body)".into()
-        } else {
-            t.chars().take(200).collect()
-        }
-    })
-}
-
 /// A transport error in one line, naming timeouts and dropped connections as such.
 fn describe(e: &reqwest::Error) -> String {
     if e.is_timeout() {
@@ -526,7 +440,9 @@ fn describe(e: &reqwest::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::creds::{Domain, Secret};
+    use crate::creds::{AuthMethod, Domain, Secret};
+    use cfy_openstack::session::auth_body;
+    use serde_json::json;
 
     fn creds(interface: &str, region: Option<&str>) -> Credentials {
         Credentials {

@@ -6,8 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-/// A password or application-credential secret: never printed (cfy-init's own type).
-pub use cfy_init::config::Secret;
+pub use crate::secret::Secret;
 
 /// How to authenticate against Keystone v3.
 #[derive(Debug, Clone)]
@@ -132,6 +131,64 @@ pub fn load(
     Ok(creds)
 }
 
+/// [`load`] for a named cloud, with `clouds_file` (when given) searched instead of the
+/// usual places (cfy-init's `snapshot.remote.clouds_file`).
+pub fn load_cloud(
+    cloud: &str,
+    clouds_file: Option<&Path>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, CredsError> {
+    match clouds_file {
+        Some(f) => {
+            let f = f.display().to_string();
+            let env = |k: &str| match k {
+                "OS_CLIENT_CONFIG_FILE" => Some(f.clone()),
+                "XDG_CONFIG_HOME" | "HOME" => None,
+                _ => env(k),
+            };
+            from_clouds_yaml_only(cloud, &env)
+        }
+        None => from_clouds_yaml(cloud, env),
+    }
+}
+
+fn from_clouds_yaml_only(
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Credentials, CredsError> {
+    let file = env("OS_CLIENT_CONFIG_FILE").map(PathBuf::from);
+    let Some(path) = file else {
+        return Err(CredsError::Missing);
+    };
+    let text = std::fs::read_to_string(&path).map_err(|e| CredsError::Read {
+        path: path.clone(),
+        reason: e.to_string(),
+    })?;
+    find_in(&path, &text, name, env)?.ok_or_else(|| CredsError::UnknownCloud {
+        cloud: name.to_owned(),
+        searched: path.display().to_string(),
+    })
+}
+
+fn find_in(
+    path: &Path,
+    text: &str,
+    name: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<Credentials>, CredsError> {
+    let file: CloudsFile = serde_norway::from_str(text).map_err(|e| CredsError::Read {
+        path: path.to_owned(),
+        reason: e.to_string(),
+    })?;
+    match file.clouds.into_iter().find(|(k, _)| k == name) {
+        Some((_, entry)) => {
+            let source = format!("{} (cloud {name})", path.display());
+            entry_to_creds(entry, source, env).map(Some)
+        }
+        None => Ok(None),
+    }
+}
+
 fn from_clouds_yaml(
     name: &str,
     env: &dyn Fn(&str) -> Option<String>,
@@ -141,18 +198,8 @@ fn from_clouds_yaml(
         let Ok(text) = std::fs::read_to_string(path) else {
             continue;
         };
-        let file: CloudsFile = serde_norway::from_str(&text).map_err(|e| CredsError::Read {
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
-        if let Some(entry) = file
-            .clouds
-            .into_iter()
-            .find(|(k, _)| k == name)
-            .map(|x| x.1)
-        {
-            let source = format!("{} (cloud {name})", path.display());
-            return entry_to_creds(entry, source, env);
+        if let Some(c) = find_in(path, &text, name, env)? {
+            return Ok(c);
         }
     }
     Err(CredsError::UnknownCloud {
