@@ -142,3 +142,220 @@ fn kill_9_at_each_step_then_resume() {
     );
     d.print_benchmark("kill-9");
 }
+
+#[test]
+fn server_already_deleted_is_rebuilt_from_the_inventory_with_the_same_ip() {
+    let _g = shared();
+    let d = Deployed::new("gone");
+    d.write_through_server("data/gone.txt", "the server was deleted by hand\n");
+    let inv = d.dir.path().join("manager.inventory.json");
+    let out = d.run(&[
+        "inventory",
+        "save",
+        "--server",
+        &d.name,
+        "--file",
+        inv.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    // The server is deleted through the API (the pre-created port and the volume survive).
+    os().cli("cfy-member", &["server", "delete", "--wait", &d.server_id]);
+    let without = d.recover(&[]);
+    assert_eq!(
+        exit_code(&without),
+        Some(2),
+        "without an inventory: refused"
+    );
+    assert!(
+        stderr(&without).contains("--inventory"),
+        "{}",
+        stderr(&without)
+    );
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    d.assert_recovered();
+    let j = d.journal();
+    assert_eq!(
+        step(&j, "delete-server")["note"]
+            .as_str()
+            .map(|n| n.contains("already gone")),
+        Some(true),
+        "{j:#}"
+    );
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/gone.txt").as_deref(),
+        Some("the server was deleted by hand\n")
+    );
+    // The inventory now names the new server.
+    let saved: serde_json::Value = serde_json::from_slice(&std::fs::read(&inv).unwrap()).unwrap();
+    assert_eq!(saved["server"]["id"], j["new_server_id"]);
+    d.print_benchmark("gone");
+}
+
+#[test]
+fn server_and_port_deleted_port_recreated_with_the_same_ip_or_refused_when_taken() {
+    let _g = shared();
+    let d = Deployed::new("noport");
+    d.write_through_server("data/p.txt", "port gone too\n");
+    let inv = d.dir.path().join("inv.json");
+    let out = d.run(&[
+        "inventory",
+        "save",
+        "--server",
+        &d.name,
+        "--file",
+        inv.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    os().cli("cfy-member", &["server", "delete", "--wait", &d.server_id]);
+    os().cli("cfy-member", &["port", "delete", &d.port_id]);
+    // Someone takes the IP: the plan stops before any change, naming the holder.
+    let squatter = os().member(&[
+        "port",
+        "create",
+        "--network",
+        "demo-net",
+        "--fixed-ip",
+        &format!("subnet={},ip-address={}", d.subnet_id, d.ip),
+        &format!("{}-squatter", d.name),
+    ]);
+    let squatter_id = squatter["id"].as_str().unwrap().to_owned();
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains(&squatter_id),
+        "names the holder: {}",
+        stderr(&out)
+    );
+    assert!(
+        !d.state_dir.join("journal.json").exists(),
+        "nothing started"
+    );
+    os().cli("cfy-member", &["port", "delete", &squatter_id]);
+    // Free again: a new port with the same IP.
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let j = d.journal();
+    let new_port = j["ports"][0]["new_id"].as_str().unwrap().to_owned();
+    let port = os().member(&["port", "show", &new_port]);
+    assert_eq!(
+        port["fixed_ips"][0]["ip_address"],
+        d.ip.as_str(),
+        "same fixed IP"
+    );
+    assert_eq!(port["device_id"], j["new_server_id"]);
+    let fip = os().member(&["floating", "ip", "show", &d.fip_id]);
+    assert_eq!(
+        fip["port_id"],
+        new_port.as_str(),
+        "the floating IP on the new port"
+    );
+    d.wait_manager_ready();
+    assert_eq!(d.served("data/p.txt").as_deref(), Some("port gone too\n"));
+    os().cli_raw(
+        "cfy-member",
+        &[
+            "server",
+            "delete",
+            "--wait",
+            j["new_server_id"].as_str().unwrap(),
+        ],
+    );
+    os().cli_raw("cfy-member", &["port", "delete", &new_port]);
+    d.print_benchmark("port-gone");
+}
+
+#[test]
+fn status_tells_a_killed_run_from_a_live_one() {
+    let _g = shared();
+    let d = Deployed::new("status");
+    let args = d.recover_args(&["--no-snapshot"]);
+    let out = d
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("CFY_RECOVER_CRASH_AT", "before:create-server")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.signal(), Some(9));
+    let st = d.run(&["status"]);
+    let text = String::from_utf8_lossy(&st.stdout).to_string();
+    assert!(text.contains("process: none"), "{text}");
+    let out = d.run(&["resume"]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(
+        report.contains("interrupted"),
+        "the killed attempt is listed: {report}"
+    );
+    assert!(report.contains("2 run(s)"), "{report}");
+    d.assert_recovered();
+}
+
+#[test]
+fn a_locked_server_is_refused_before_any_change_then_recovered_once_unlocked() {
+    let _g = shared();
+    let d = Deployed::new("locked");
+    os().cli(
+        "cfy-member",
+        &["server", "lock", "--reason", "maintenance", &d.server_id],
+    );
+    let out = d.recover(&[]);
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("is locked (maintenance)"),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("server unlock"),
+        "says what to change"
+    );
+    let s = os().member(&["server", "show", &d.server_id]);
+    assert_eq!(s["status"], "ACTIVE", "nothing was changed");
+    os().cli("cfy-member", &["server", "unlock", &d.server_id]);
+    let out = d.recover(&[]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    d.assert_recovered();
+}
+
+#[test]
+fn an_exhausted_instances_quota_is_refused_before_any_change() {
+    let d = Deployed::new("quota");
+    // The quota is the project's: no other test may boot meanwhile.
+    let _g = exclusive();
+    let os = os();
+    let before = os.json("cfy-admin", &["quota", "show", "demo"]);
+    // `{"instances": N, ...}`, or rows of `{"Resource": "instances", "Limit": N}`.
+    let limit = before["instances"]
+        .as_i64()
+        .or_else(|| {
+            before
+                .as_array()?
+                .iter()
+                .find(|r| r["Resource"] == "instances")?["Limit"]
+                .as_i64()
+        })
+        .unwrap_or(10)
+        .to_string();
+    os.cli("cfy-admin", &["quota", "set", "--instances", "0", "demo"]);
+    let out = d.recover(&[]);
+    os.cli(
+        "cfy-admin",
+        &["quota", "set", "--instances", &limit, "demo"],
+    );
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("compute quota has no room") && err.contains("quota set --instances"),
+        "{err}"
+    );
+    assert_eq!(
+        os.member(&["server", "show", &d.server_id])["status"],
+        "ACTIVE",
+        "nothing changed"
+    );
+    assert!(
+        !d.state_dir.join("journal.json").exists(),
+        "nothing started"
+    );
+}
