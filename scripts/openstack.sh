@@ -8,6 +8,7 @@
 #   scripts/openstack.sh up compute    + RabbitMQ, Glance, Placement, Nova, Neutron, Cinder and the
 #                                      demo resources (flavor, image, networks, router)
 #   scripts/openstack.sh up all        keystone + compute + `scripts/openstack/swift.sh up` (if present)
+#   scripts/openstack.sh install       only the packages (~1.2 GB) and the `openstack` CLI venv
 #   scripts/openstack.sh down          stops every process this script started (by session id)
 #   scripts/openstack.sh env           prints a clouds.yaml: clouds `cfy-admin` and `cfy-member`
 #   scripts/openstack.sh status        which services run; `logs` prints the log directory
@@ -348,6 +349,10 @@ main() {
     stop_all
     if [ "${2:-}" = "--purge" ]; then rm -rf "$DIR"; fi
     log "down"
+    ;;
+  install)
+    os_install "${KEYSTONE_PKGS[@]}" "${COMPUTE_PKGS[@]}"
+    osc_install
     ;;
   env) print_env ;;
   status) status ;;

@@ -320,25 +320,44 @@ fn a_locked_server_is_refused_before_any_change_then_recovered_once_unlocked() {
 
 #[test]
 fn an_exhausted_instances_quota_is_refused_before_any_change() {
+    // Nova takes no quota below the usage, so: the server is gone (deleted by hand) and the
+    // project's instances quota is then set to what is left in use: no room for the new one.
     let d = Deployed::new("quota");
+    let inv = d.dir.path().join("inv.json");
+    let out = d.run(&[
+        "inventory",
+        "save",
+        "--server",
+        &d.name,
+        "--file",
+        inv.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
     // The quota is the project's: no other test may boot meanwhile.
     let _g = exclusive();
     let os = os();
-    let before = os.json("cfy-admin", &["quota", "show", "demo"]);
-    // `{"instances": N, ...}`, or rows of `{"Resource": "instances", "Limit": N}`.
-    let limit = before["instances"]
-        .as_i64()
-        .or_else(|| {
-            before
-                .as_array()?
-                .iter()
-                .find(|r| r["Resource"] == "instances")?["Limit"]
-                .as_i64()
-        })
-        .unwrap_or(10)
-        .to_string();
-    os.cli("cfy-admin", &["quota", "set", "--instances", "0", "demo"]);
-    let out = d.recover(&[]);
+    os.cli("cfy-member", &["server", "delete", "--wait", &d.server_id]);
+    let rows = |v: serde_json::Value, key: &str, name: &str, val: &str| -> Option<i64> {
+        v.as_array()?.iter().find(|r| r[key] == name)?[val].as_i64()
+    };
+    let limit = rows(
+        os.json("cfy-admin", &["quota", "show", "demo"]),
+        "Resource",
+        "instances",
+        "Limit",
+    )
+    .unwrap_or(10)
+    .to_string();
+    let used = rows(
+        os.member(&["limits", "show", "--absolute"]),
+        "Name",
+        "totalInstancesUsed",
+        "Value",
+    )
+    .unwrap()
+    .to_string();
+    os.cli("cfy-admin", &["quota", "set", "--instances", &used, "demo"]);
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
     os.cli(
         "cfy-admin",
         &["quota", "set", "--instances", &limit, "demo"],
@@ -347,15 +366,55 @@ fn an_exhausted_instances_quota_is_refused_before_any_change() {
     let err = stderr(&out);
     assert!(
         err.contains("compute quota has no room") && err.contains("quota set --instances"),
-        "{err}"
-    );
-    assert_eq!(
-        os.member(&["server", "show", &d.server_id])["status"],
-        "ACTIVE",
-        "nothing changed"
+        "says what to change: {err}"
     );
     assert!(
         !d.state_dir.join("journal.json").exists(),
         "nothing started"
     );
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
+    assert_eq!(
+        exit_code(&out),
+        Some(0),
+        "with room again: {}",
+        stderr(&out)
+    );
+    d.assert_recovered();
+}
+
+#[test]
+fn a_nova_created_port_is_refused_then_replaced_with_accept_new_ip() {
+    let _g = shared();
+    let d = Deployed::with_nova_port("novaport");
+    d.write_through_server("data/n.txt", "on Nova's port\n");
+    let out = d.recover(&[]);
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("created by Nova"), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--accept-new-ip"),
+        "says what to change"
+    );
+    let out = d.recover(&["--accept-new-ip"]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let j = d.journal();
+    let new_port = j["ports"][0]["new_id"].as_str().unwrap().to_owned();
+    let new_id = j["new_server_id"].as_str().unwrap().to_owned();
+    let list = os().member(&["server", "list", "--name", &format!("^{}$", d.name)]);
+    assert_eq!(list.as_array().unwrap().len(), 1, "one server");
+    let port = os().member(&["port", "show", &new_port]);
+    assert_eq!(port["device_id"], new_id.as_str());
+    assert_eq!(
+        port["fixed_ips"][0]["ip_address"],
+        d.ip.as_str(),
+        "the old IP was asked for, and free"
+    );
+    let vol = os().member(&["volume", "show", &d.volume_id]);
+    assert_eq!(vol["attachments"][0]["server_id"], new_id.as_str());
+    let fip = os().member(&["floating", "ip", "show", &d.fip_id]);
+    assert_eq!(fip["port_id"], new_port.as_str());
+    d.wait_manager_ready();
+    assert_eq!(d.served("data/n.txt").as_deref(), Some("on Nova's port\n"));
+    os().cli_raw("cfy-member", &["server", "delete", "--wait", &new_id]);
+    os().cli_raw("cfy-member", &["port", "delete", &new_port]);
+    d.print_benchmark("nova-port");
 }

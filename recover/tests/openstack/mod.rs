@@ -157,53 +157,72 @@ pub struct Deployed {
 }
 
 impl Deployed {
+    /// A manager on a pre-created port (the way cfy-recover keeps the IP).
     pub fn new(label: &str) -> Deployed {
+        Self::build(label, false)
+    }
+
+    /// A manager booted with `--network`: Nova created its port (and deletes it with it).
+    pub fn with_nova_port(label: &str) -> Deployed {
+        Self::build(label, true)
+    }
+
+    fn build(label: &str, nova_port: bool) -> Deployed {
         let os = os();
         let name = format!("cfy-{label}-{:06x}", rand::random::<u32>() & 0xff_ffff);
         let dir = tempfile::Builder::new()
             .prefix("cfr-os-")
             .tempdir()
             .unwrap();
-        let port = os.member(&[
-            "port",
-            "create",
-            "--network",
-            "demo-net",
-            &format!("{name}-port"),
-        ]);
-        let port_id = port["id"].as_str().unwrap().to_owned();
-        let fixed = &port["fixed_ips"][0];
-        let ip = fixed["ip_address"].as_str().unwrap().to_owned();
-        let subnet_id = fixed["subnet_id"].as_str().unwrap().to_owned();
         let vol = os.member(&["volume", "create", "--size", "1", &format!("{name}-vol")]);
         let volume_id = vol["id"].as_str().unwrap().to_owned();
         until("volume available", Duration::from_secs(60), || {
             (os.member(&["volume", "show", &volume_id])["status"] == "available").then_some(())
         });
-        // cfy-recover tells a pre-created port from Nova's by time (created before the server,
-        // to the second): boot in the next second of the cloud's clock.
-        let created = port["created_at"].as_str().unwrap_or_default().to_owned();
-        until("the next second", Duration::from_secs(5), || {
-            let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
-            (now.as_str() > created.as_str()).then_some(())
+        let pre = (!nova_port).then(|| {
+            let port_name = format!("{name}-port");
+            let port = os.member(&["port", "create", "--network", "demo-net", &port_name]);
+            // cfy-recover tells a pre-created port from Nova's by time (created before the
+            // server, to the second): boot in the next second of the cloud's clock.
+            let created = port["created_at"].as_str().unwrap_or_default().to_owned();
+            until("the next second", Duration::from_secs(5), || {
+                let now =
+                    humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+                (now.as_str() > created.as_str()).then_some(())
+            });
+            port["id"].as_str().unwrap().to_owned()
         });
-        let server = os.member(&[
+        let mut boot = vec![
             "server",
             "create",
             "--flavor",
             "m1.tiny",
             "--image",
             "tiny",
-            "--port",
-            &port_id,
             "--tag",
             "manager",
             "--property",
             "role=manager",
             "--wait",
-            &name,
-        ]);
+        ];
+        match &pre {
+            Some(p) => boot.extend(["--port", p.as_str()]),
+            None => boot.extend(["--network", "demo-net"]),
+        }
+        boot.push(&name);
+        let server = os.member(&boot);
         let server_id = server["id"].as_str().unwrap().to_owned();
+        let port_id = match pre {
+            Some(p) => p,
+            None => {
+                let list = os.member(&["port", "list", "--server", &server_id]);
+                list[0]["ID"].as_str().unwrap().to_owned()
+            }
+        };
+        let port = os.member(&["port", "show", &port_id]);
+        let fixed = &port["fixed_ips"][0];
+        let ip = fixed["ip_address"].as_str().unwrap().to_owned();
+        let subnet_id = fixed["subnet_id"].as_str().unwrap().to_owned();
         os.cli(
             "cfy-member",
             &["server", "add", "volume", &server_id, &volume_id],
