@@ -348,14 +348,13 @@ fn an_exhausted_instances_quota_is_refused_before_any_change() {
     )
     .unwrap_or(10)
     .to_string();
-    let used = rows(
-        os.member(&["limits", "show", "--absolute"]),
-        "Name",
-        "totalInstancesUsed",
-        "Value",
-    )
-    .unwrap()
-    .to_string();
+    // What the project uses: its servers (Nova counts instances per project).
+    let used = os
+        .member(&["server", "list"])
+        .as_array()
+        .unwrap()
+        .len()
+        .to_string();
     os.cli("cfy-admin", &["quota", "set", "--instances", &used, "demo"]);
     let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
     os.cli(
