@@ -15,7 +15,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use cfy_recover::sim::guest::{launcher, GuestSpec};
-use cfy_recover::sim::GuestEnv;
+use cfy_recover::sim::{descendants, GuestEnv};
 
 struct Running {
     server_id: String,
@@ -328,36 +328,4 @@ impl Inner {
         let home = self.dir.join("volumes").join(&r.volume_id);
         let _ = std::fs::rename(r.root.join("cfy-persist"), home);
     }
-}
-
-/// Every descendant of `root` (from /proc's parent links): services may run in sessions of
-/// their own, so the process group alone would miss them.
-fn descendants(root: u32) -> Vec<u32> {
-    let mut parent_of = Vec::new();
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(e.path().join("stat")) else {
-            continue;
-        };
-        let ppid = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(1))
-            .and_then(|p| p.parse::<u32>().ok());
-        if let Some(ppid) = ppid {
-            parent_of.push((pid, ppid));
-        }
-    }
-    let mut out = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(p) = frontier.pop() {
-        for &(child, parent) in &parent_of {
-            if parent == p && !out.contains(&child) {
-                out.push(child);
-                frontier.push(child);
-            }
-        }
-    }
-    out
 }

@@ -76,7 +76,19 @@ pub fn os() -> &'static Os {
         };
         let clouds =
             std::env::temp_dir().join(format!("cfy-os-clouds-{}.yaml", std::process::id()));
-        std::fs::write(&clouds, text(&["env"])).unwrap();
+        {
+            // It holds the test cloud's passwords: readable by root only.
+            use std::io::Write;
+            use std::os::unix::fs::OpenOptionsExt;
+            let _ = std::fs::remove_file(&clouds);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&clouds)
+                .unwrap();
+            f.write_all(text(&["env"]).as_bytes()).unwrap();
+        }
         Os {
             clouds,
             osc: PathBuf::from(text(&["osc"]).trim()),
