@@ -37,3 +37,7 @@ if ! python3 -c 'import kubernetes_validate' 2>/dev/null; then
   python3 -m pip install -q kubernetes-validate 2>/dev/null \
     || python3 -m pip install -q --break-system-packages kubernetes-validate
 fi
+
+# cfy-recover's end-to-end tests run against a real OpenStack (Debian's Zed packages, ~1.2 GB,
+# and python-openstackclient in a venv); the tests bring it up themselves with the same script.
+bash "$(dirname "$0")/openstack.sh" install

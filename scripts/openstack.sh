@@ -8,6 +8,7 @@
 #   scripts/openstack.sh up compute    + RabbitMQ, Glance, Placement, Nova, Neutron, Cinder and the
 #                                      demo resources (flavor, image, networks, router)
 #   scripts/openstack.sh up all        keystone + compute + `scripts/openstack/swift.sh up` (if present)
+#   scripts/openstack.sh install       only the packages (~1.2 GB) and the `openstack` CLI venv
 #   scripts/openstack.sh down          stops every process this script started (by session id)
 #   scripts/openstack.sh env           prints a clouds.yaml: clouds `cfy-admin` and `cfy-member`
 #   scripts/openstack.sh status        which services run; `logs` prints the log directory
@@ -87,6 +88,7 @@ start() {
   shift
   running "$name" && return 0
   log "starting $name"
+  STARTED=$((STARTED + 1))
   setsid "$@" >>"$DIR/logs/$name.log" 2>&1 </dev/null &
   echo $! >"$DIR/run/$name.pid"
 }
@@ -146,6 +148,7 @@ render() { # render TEMPLATE -> $DIR/etc/TEMPLATE, root-only (it holds passwords
   mv "$out.tmp" "$out"
 }
 RABBIT_PORT=5672
+STARTED=0 # services started by this run (0: everything was up already)
 
 # ---- Keystone REST (curl + jq: one call each, no CLI start-up) --------------------------------
 admin_token() {
@@ -243,6 +246,10 @@ up_keystone() {
   curl -sf "$KS" >/dev/null || die "Keystone does not answer on $KS"
   for i in $(seq 1 20); do TOKEN=$(admin_token) && [ -n "$TOKEN" ] && break; sleep 0.5; done
   [ -n "$TOKEN" ] || die "no admin token from Keystone"
+  if [ -e "$DIR/keystone.done" ]; then
+    log "keystone up on $KS"
+    return 0
+  fi
   ks_project service >/dev/null
   ks_project demo >/dev/null
   ks_role member >/dev/null
@@ -252,6 +259,7 @@ up_keystone() {
   ks_user demo-admin "$(pw demo-admin)" >/dev/null
   ks_grant demo demo-admin admin
   ks_grant demo demo-admin member
+  touch "$DIR/keystone.done"
   log "keystone up on $KS"
 }
 
@@ -341,6 +349,10 @@ main() {
     stop_all
     if [ "${2:-}" = "--purge" ]; then rm -rf "$DIR"; fi
     log "down"
+    ;;
+  install)
+    os_install "${KEYSTONE_PKGS[@]}" "${COMPUTE_PKGS[@]}"
+    osc_install
     ;;
   env) print_env ;;
   status) status ;;

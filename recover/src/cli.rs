@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::cloud::{Cloud, Policy};
 use crate::flow::{self, AddressChoice, FlowError, Options, Runner, SnapshotChoice, Waits};
+use crate::inventory::{self, Inventory};
 use crate::journal::{self, Journal, JOURNAL_FILE};
 
 #[derive(Debug, Parser)]
@@ -70,6 +71,23 @@ pub enum Command {
     Status,
     /// Continue a recovery that stopped.
     Resume,
+    /// The manager's inventory (what a rebuild needs when its server is gone).
+    #[command(subcommand)]
+    Inventory(InventoryCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum InventoryCommand {
+    /// Read the manager's server, ports, volumes and floating IPs and save them (read-only
+    /// for the cloud; the file is replaced atomically).
+    Save {
+        /// The manager's server, by name or id.
+        #[arg(long)]
+        server: String,
+        /// Where to write it (default: STATE_DIR/inventory.json).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -111,6 +129,10 @@ pub struct Target {
     /// User data for the new server (when the old one's is not visible to you).
     #[arg(long)]
     pub user_data: Option<PathBuf>,
+    /// The manager's inventory: used when its server is gone, refreshed when the recovery
+    /// finishes (default: STATE_DIR/inventory.json when it names this server).
+    #[arg(long)]
+    pub inventory: Option<PathBuf>,
 }
 
 pub fn main() -> ExitCode {
@@ -156,6 +178,7 @@ fn connect(cli: &Cli, os_cloud: Option<&str>) -> anyhow::Result<Cloud> {
         backoff: cli.backoff,
         max_backoff: Duration::from_secs(20),
         timeout: cli.http_timeout,
+        budget: cli.wait_timeout,
     };
     Ok(Cloud::new(creds, policy)?)
 }
@@ -180,6 +203,7 @@ fn options(cli: &Cli, t: &Target) -> Options {
         os_cloud: cli.os_cloud.clone(),
         floating_ip: t.floating_ip.clone(),
         state_dir: state_dir(cli),
+        inventory: t.inventory.clone(),
     }
 }
 
@@ -209,11 +233,74 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Status => {
             let j = Journal::load(&path)?;
+            let holder = journal::lock_holder(&state_dir);
             match (j, cli.json) {
                 (None, true) => println!("null"),
                 (None, false) => println!("no recovery journal in {}", state_dir.display()),
-                (Some(j), true) => println!("{}", pretty(&redacted(&j))),
-                (Some(j), false) => print!("{}", flow::report(&j)),
+                (Some(j), true) => {
+                    let mut v = redacted(&j);
+                    v["process"] = match holder {
+                        Some(pid) => serde_json::json!({ "running": true, "pid": pid }),
+                        None => serde_json::json!({ "running": false }),
+                    };
+                    println!("{}", pretty(&v));
+                }
+                (Some(j), false) => {
+                    print!("{}", flow::report(&j));
+                    if !j.finished {
+                        match holder {
+                            Some(pid) => println!("  process: running (pid {pid} holds the journal)"),
+                            None => println!("  process: none: no cfy-recover holds the journal (it stopped or was killed); run `cfy-recover resume`"),
+                        }
+                    }
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inventory(InventoryCommand::Save { server, file }) => {
+            let cloud = connect(&cli, cli.os_cloud.as_deref())?;
+            let target = Target {
+                server: server.clone(),
+                snapshot: None,
+                take_snapshot: false,
+                no_snapshot: true,
+                // Recorded as found: a Nova-created port is noted, not refused.
+                accept_new_ip: true,
+                manager_url: None,
+                manager_port: 8090,
+                manager_address: AddressChoice::Fixed,
+                manager_token_file: None,
+                ready_timeout: Duration::from_secs(1),
+                floating_ip: None,
+                user_data: None,
+                inventory: None,
+            };
+            let plan = flow::inspect(&cloud, &options(&cli, &target)).await?;
+            if plan.journal.old_server.status == "DELETED" {
+                anyhow::bail!(FlowError::Refused(format!(
+                    "server `{server}` is gone: the inventory is kept as it is"
+                )));
+            }
+            let inv = Inventory::from_found(&plan.journal, flow::now_unix());
+            let file = file
+                .clone()
+                .unwrap_or_else(|| inventory::default_path(&state_dir));
+            inv.save(&file)?;
+            if cli.json {
+                println!(
+                    "{}",
+                    pretty(&serde_json::to_value(&inv).unwrap_or_default())
+                );
+            } else {
+                println!(
+                    "inventory of {} ({}) saved in {}: {} port(s), {} volume(s), {} floating IP(s)",
+                    inv.server.name,
+                    inv.server.id,
+                    file.display(),
+                    inv.ports.len(),
+                    inv.volumes.len(),
+                    inv.floating_ips.len()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }
@@ -280,17 +367,37 @@ async fn run(
         path: path.clone(),
         state_dir,
         waits: waits(cli),
+        slack: Default::default(),
     };
     let result = runner.run().await;
     print_report(&runner.journal, cli.json);
     match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
+        Ok(()) => {
+            refresh_inventory(&runner.journal, &runner.state_dir);
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => {
             eprintln!(
                 "cfy-recover: {e}\ncfy-recover: the journal {} records where it stopped; fix the cause and run `cfy-recover resume`",
                 path.display()
             );
             Ok(ExitCode::from(1))
+        }
+    }
+}
+
+/// After a finished recovery the inventory names the new server (the state directory's,
+/// and `--inventory FILE`'s). A failure here is reported, the recovery itself is done.
+fn refresh_inventory(j: &Journal, state_dir: &std::path::Path) {
+    let Some(inv) = Inventory::after_recovery(j, flow::now_unix()) else {
+        return;
+    };
+    let mut files = vec![inventory::default_path(state_dir)];
+    files.extend(j.inventory_file.clone());
+    for f in files {
+        match inv.save(&f) {
+            Ok(()) => tracing::info!(file = %f.display(), "inventory refreshed"),
+            Err(e) => eprintln!("cfy-recover: warning: {e}"),
         }
     }
 }

@@ -10,7 +10,7 @@
 //! passed by id predates the server. A port with no `created_at` (old Neutron) is treated as
 //! Nova-created: refusing is the safe side.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant, SystemTime};
 
 use serde::Serialize;
@@ -20,6 +20,8 @@ use crate::cloud::models::{Port, Server};
 use crate::cloud::{Cloud, CloudError};
 use crate::journal::*;
 use crate::manager::{self, Manager, ManagerError};
+
+pub use crate::plan::inspect;
 
 /// Tag and metadata key that mark a server created by a recovery run.
 pub const RUN_TAG_PREFIX: &str = "cfy-recover-";
@@ -77,6 +79,9 @@ pub struct Options {
     pub floating_ip: Option<String>,
     /// Where the journal and archives live (also the scratch space of archive verification).
     pub state_dir: PathBuf,
+    /// The manager's inventory, used when its server is gone (default: the state
+    /// directory's `inventory.json`, when it names this server).
+    pub inventory: Option<PathBuf>,
 }
 
 /// Polling of long transitions.
@@ -107,24 +112,24 @@ pub struct Plan {
     pub actions: Vec<String>,
 }
 
-fn now_unix() -> u64 {
+pub(crate) fn now_unix() -> u64 {
     SystemTime::now()
         .duration_since(SystemTime::UNIX_EPOCH)
         .map(|d| d.as_secs())
         .unwrap_or(0)
 }
 
-fn new_run_id() -> String {
+pub(crate) fn new_run_id() -> String {
     format!("{:x}{:06x}", now_unix(), rand::random::<u32>() & 0xff_ffff)
 }
 
 /// Is the server's host known to be unusable (so detach would hang)?
-fn host_dead(s: &Server) -> bool {
+pub(crate) fn host_dead(s: &Server) -> bool {
     matches!(s.host_status.as_deref(), Some("DOWN" | "UNKNOWN"))
 }
 
 /// Should we detach before deleting: only a healthy server on a live host can do it.
-fn can_detach(s: &Server) -> bool {
+pub(crate) fn can_detach(s: &Server) -> bool {
     matches!(s.status.as_str(), "ACTIVE" | "SHUTOFF") && !host_dead(s)
 }
 
@@ -138,434 +143,6 @@ pub fn port_created_by_nova(port: &Port, server: &Server) -> bool {
         (Some(p), Some(s)) => p >= s,
         _ => true,
     }
-}
-
-/// Read everything and decide; changes nothing.
-pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
-    let refused = |m: String| FlowError::Refused(m);
-    let found = cloud.find_server(&opts.server).await?;
-    let server = match found.len() {
-        0 => return Err(refused(format!("no server named or with id `{}` in this project (check the name and OS_CLOUD / --os-cloud)", opts.server))),
-        1 => found.into_iter().next().expect("one"),
-        n => return Err(refused(format!("{n} servers are named `{}`: pass the id instead", opts.server))),
-    };
-    let mut warnings = Vec::new();
-    let image_id = server.image_id().ok_or_else(|| {
-        refused(format!(
-            "server {} boots from a volume (no image): cfy-recover rebuilds image-booted managers only",
-            server.id
-        ))
-    })?;
-    let flavor_id = resolve_flavor(cloud, &server).await?;
-    if let Some(k) = &server.key_name {
-        if !cloud.keypair_exists(k).await? {
-            return Err(refused(format!("key pair `{k}` of server {} no longer exists: the new server could not be booted with it; re-create it first", server.id)));
-        }
-    }
-    let user_data = match &opts.user_data_file {
-        Some(f) => Some(base64_file(f)?),
-        None => {
-            if server.user_data.is_none() {
-                warnings.push("user data is not visible to this account (or empty): the new server boots without it unless --user-data FILE is given".into());
-            }
-            server.user_data.clone()
-        }
-    };
-    let ports = inspect_ports(cloud, &server, opts.accept_new_ip, &mut warnings).await?;
-    let volumes = inspect_volumes(cloud, &server).await?;
-    let mut floating_ips = inspect_floating_ips(cloud, &ports).await?;
-    if let Some(addr) = &opts.floating_ip {
-        named_floating_ip(cloud, addr, &ports, &mut floating_ips).await?;
-    }
-    let run_id = new_run_id();
-    let snapshot = snapshot_record(&opts.snapshot, &opts.state_dir)?;
-    if let Some(t) = &opts.token_file {
-        Manager::new("http://unused", Some(t))?;
-    }
-    let mut metadata = server.metadata.clone();
-    metadata.insert(RUN_METADATA_KEY.into(), run_id.clone());
-    let tag = format!("{RUN_TAG_PREFIX}{run_id}");
-    let mut tags: Vec<String> = server
-        .tags
-        .clone()
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|t| !t.starts_with(RUN_TAG_PREFIX))
-        .collect();
-    tags.push(tag.clone());
-    let journal = Journal {
-        version: JOURNAL_VERSION,
-        run_id,
-        started_at: now_unix(),
-        os_cloud: opts.os_cloud.clone(),
-        old_server: OldServer {
-            id: server.id.clone(),
-            name: server.name.clone(),
-            status: server.status.clone(),
-            host_status: server.host_status.clone(),
-        },
-        spec: ServerSpec {
-            name: server.name.clone(),
-            flavor_id,
-            image_id,
-            key_name: server.key_name.clone(),
-            security_groups: server
-                .security_groups
-                .clone()
-                .unwrap_or_default()
-                .into_iter()
-                .map(|g| g.name)
-                .collect::<std::collections::BTreeSet<_>>()
-                .into_iter()
-                .collect(),
-            metadata,
-            user_data,
-            availability_zone: server.availability_zone.clone().filter(|z| !z.is_empty()),
-            tags,
-        },
-        new_server_tag: tag,
-        new_server_id: None,
-        ports,
-        volumes,
-        floating_ips,
-        snapshot,
-        manager: ManagerTarget {
-            url: opts.manager_url.clone().unwrap_or_default(),
-            token_file: opts.token_file.clone(),
-            ready_timeout_s: opts.ready_timeout.as_secs().max(1),
-        },
-        steps: Journal::fresh_steps(),
-        finished: false,
-        last_error: None,
-    };
-    let mut journal = journal;
-    if journal.manager.url.is_empty() {
-        journal.manager.url = default_manager_url(&journal, opts)?;
-    }
-    let manager_answers = Manager::new(&journal.manager.url, None)?.alive().await;
-    if journal.snapshot.mode == SnapshotMode::Required && !manager_answers {
-        return Err(refused(format!("--take-snapshot: the manager at {} does not answer; pass --snapshot FILE or recover with the volume alone (without --take-snapshot)", journal.manager.url)));
-    }
-    let actions = describe_actions(&journal, &server, manager_answers);
-    Ok(Plan {
-        journal,
-        manager_answers,
-        warnings,
-        actions,
-    })
-}
-
-async fn resolve_flavor(cloud: &Cloud, server: &Server) -> Result<String, FlowError> {
-    if let Some(id) = server.flavor_id() {
-        return Ok(id);
-    }
-    let name = server
-        .flavor_name()
-        .ok_or_else(|| FlowError::Refused(format!("server {} shows no flavor", server.id)))?;
-    let flavors = cloud.flavors().await?;
-    flavors
-        .into_iter()
-        .find(|f| f.name == name)
-        .map(|f| f.id)
-        .ok_or_else(|| {
-            FlowError::Refused(format!(
-                "flavor `{name}` of server {} no longer exists: the new server could not be booted",
-                server.id
-            ))
-        })
-}
-
-fn base64_file(path: &Path) -> Result<String, FlowError> {
-    use base64::Engine;
-    let data = std::fs::read(path).map_err(|e| {
-        FlowError::Refused(format!("{}: cannot read user data: {e}", path.display()))
-    })?;
-    Ok(base64::engine::general_purpose::STANDARD.encode(data))
-}
-
-async fn inspect_ports(
-    cloud: &Cloud,
-    server: &Server,
-    accept_new_ip: bool,
-    warnings: &mut Vec<String>,
-) -> Result<Vec<PortRecord>, FlowError> {
-    let ports = cloud.ports_of_device(&server.id).await?;
-    // Nova's own list must agree with Neutron's: a port Nova still lists but Neutron shows
-    // bound elsewhere is not ours to move. (Servers in ERROR may refuse the listing.)
-    for i in cloud.interfaces(&server.id).await.unwrap_or_default() {
-        if ports.iter().any(|p| p.id == i.port_id) {
-            continue;
-        }
-        if let Some(p) = cloud.port(&i.port_id).await? {
-            if !p.device_id.is_empty() && p.device_id != server.id {
-                return Err(FlowError::Refused(format!(
-                    "port {} of server {} is attached to {} (`{}`) in Neutron: detach it there first",
-                    p.id, server.id, p.device_id, p.device_owner
-                )));
-            }
-        }
-    }
-    if ports.is_empty() {
-        return Err(FlowError::Refused(format!(
-            "server {} has no Neutron port: nothing keeps its private IP",
-            server.id
-        )));
-    }
-    let mut out = Vec::new();
-    for p in ports {
-        if p.device_id != server.id {
-            return Err(FlowError::Refused(format!(
-                "port {} is attached to {} (`{}`), not to server {}",
-                p.id, p.device_id, p.device_owner, server.id
-            )));
-        }
-        let nova_created = port_created_by_nova(&p, server);
-        let ips: Vec<&str> = p.fixed_ips.iter().map(|f| f.ip_address.as_str()).collect();
-        if nova_created && !accept_new_ip {
-            return Err(FlowError::Refused(format!(
-                "port {} ({}) was created by Nova with the server (created_at {} is not before the server's {}): deleting the server deletes it and the private IP is lost. Re-run with --accept-new-ip to replace it with a pre-created port (cfy-recover asks Neutron for the same IP, which may fail), or re-create the server with a port made in Neutron first",
-                p.id,
-                ips.join(", "),
-                p.created_at.as_deref().unwrap_or("unknown"),
-                server.created.as_deref().unwrap_or("unknown"),
-            )));
-        }
-        if nova_created {
-            warnings.push(format!(
-                "port {} ({}) dies with the server: a new port is created on network {} (same IP requested)",
-                p.id,
-                ips.join(", "),
-                p.network_id
-            ));
-        }
-        out.push(PortRecord {
-            id: p.id,
-            network_id: p.network_id,
-            fixed_ips: p.fixed_ips,
-            security_groups: p.security_groups,
-            nova_created,
-            new_id: None,
-        });
-    }
-    Ok(out)
-}
-
-async fn inspect_volumes(cloud: &Cloud, server: &Server) -> Result<Vec<VolumeRecord>, FlowError> {
-    let mut out = Vec::new();
-    for v in &server.volumes_attached {
-        if v.delete_on_termination {
-            return Err(FlowError::Refused(format!("volume {} is attached with delete_on_termination: deleting the server would delete it", v.id)));
-        }
-        let vol = cloud.volume(&v.id).await?.ok_or_else(|| {
-            FlowError::Refused(format!(
-                "volume {} listed on the server does not exist in Cinder",
-                v.id
-            ))
-        })?;
-        let elsewhere: Vec<&str> = vol
-            .attached_to()
-            .into_iter()
-            .filter(|s| *s != server.id)
-            .collect();
-        if !elsewhere.is_empty() {
-            return Err(FlowError::Refused(format!(
-                "volume {} is also attached to {}: detach it there first",
-                v.id,
-                elsewhere.join(", ")
-            )));
-        }
-        let device = vol
-            .attachments
-            .iter()
-            .find(|a| a.server_id == server.id)
-            .and_then(|a| a.device.clone());
-        out.push(VolumeRecord {
-            id: v.id.clone(),
-            device,
-        });
-    }
-    Ok(out)
-}
-
-async fn inspect_floating_ips(
-    cloud: &Cloud,
-    ports: &[PortRecord],
-) -> Result<Vec<FloatingIpRecord>, FlowError> {
-    let mut out = Vec::new();
-    for p in ports {
-        for f in cloud.floating_ips_of_port(&p.id).await? {
-            if f.port_id.as_deref() != Some(p.id.as_str()) {
-                return Err(FlowError::Refused(format!(
-                    "floating IP {} is bound to port {}, not to {}",
-                    f.floating_ip_address,
-                    f.port_id.as_deref().unwrap_or("none"),
-                    p.id
-                )));
-            }
-            out.push(FloatingIpRecord {
-                id: f.id,
-                address: f.floating_ip_address,
-                port_id: p.id.clone(),
-                fixed_ip: f.fixed_ip_address,
-            });
-        }
-    }
-    Ok(out)
-}
-
-/// `--floating-ip ADDR`: it must exist and be free or bound to one of the server's ports.
-async fn named_floating_ip(
-    cloud: &Cloud,
-    addr: &str,
-    ports: &[PortRecord],
-    out: &mut Vec<FloatingIpRecord>,
-) -> Result<(), FlowError> {
-    if out.iter().any(|f| f.address == addr) {
-        return Ok(());
-    }
-    let f = cloud
-        .floating_ips_with_address(addr)
-        .await?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            FlowError::Refused(format!("floating IP {addr} does not exist in this project"))
-        })?;
-    if let Some(p) = f.port_id.as_deref() {
-        if !ports.iter().any(|x| x.id == p) {
-            return Err(FlowError::Refused(format!(
-                "floating IP {addr} is bound to port {p}, which is not the manager's: free it first"
-            )));
-        }
-    }
-    let port = ports.first().expect("at least one port (checked)");
-    out.push(FloatingIpRecord {
-        id: f.id,
-        address: f.floating_ip_address,
-        port_id: port.id.clone(),
-        fixed_ip: port.fixed_ips.first().map(|x| x.ip_address.clone()),
-    });
-    Ok(())
-}
-
-fn snapshot_record(choice: &SnapshotChoice, scratch: &Path) -> Result<SnapshotRecord, FlowError> {
-    Ok(match choice {
-        SnapshotChoice::Auto => SnapshotRecord {
-            mode: SnapshotMode::Auto,
-            path: None,
-            sha256: None,
-        },
-        SnapshotChoice::Take => SnapshotRecord {
-            mode: SnapshotMode::Required,
-            path: None,
-            sha256: None,
-        },
-        SnapshotChoice::None => SnapshotRecord {
-            mode: SnapshotMode::None,
-            path: None,
-            sha256: None,
-        },
-        SnapshotChoice::File(p) => {
-            let info = manager::verify_archive(p, scratch)
-                .map_err(|e| FlowError::Refused(format!("{e} (--snapshot)")))?;
-            let path = std::fs::canonicalize(p).unwrap_or_else(|_| p.clone());
-            SnapshotRecord {
-                mode: SnapshotMode::File,
-                path: Some(path),
-                sha256: Some(info.sha256),
-            }
-        }
-    })
-}
-
-/// `http://ADDRESS:PORT` from the floating IP (when chosen and present) or the fixed IP.
-fn default_manager_url(j: &Journal, opts: &Options) -> Result<String, FlowError> {
-    let floating = j.floating_ips.first().map(|f| f.address.clone());
-    let fixed = j
-        .ports
-        .first()
-        .and_then(|p| p.fixed_ips.first())
-        .map(|f| f.ip_address.clone());
-    let addr = match opts.manager_address {
-        AddressChoice::Floating => floating.or(fixed),
-        AddressChoice::Fixed => fixed,
-    }
-    .ok_or_else(|| FlowError::Refused("no address for the manager: pass --manager-url".into()))?;
-    let host = if addr.contains(':') {
-        format!("[{addr}]")
-    } else {
-        addr
-    };
-    Ok(format!("http://{host}:{}", opts.manager_port))
-}
-
-fn describe_actions(j: &Journal, server: &Server, manager_answers: bool) -> Vec<String> {
-    let mut a = Vec::new();
-    a.push(match j.snapshot.mode {
-        SnapshotMode::File => format!(
-            "restore snapshot file {}",
-            j.snapshot
-                .path
-                .as_deref()
-                .unwrap_or(Path::new("?"))
-                .display()
-        ),
-        SnapshotMode::None => "no snapshot: the volume alone carries the data".into(),
-        _ if manager_answers => format!("take a snapshot through {}", j.manager.url),
-        SnapshotMode::Required => "take a snapshot (the manager does not answer!)".into(),
-        SnapshotMode::Auto => format!(
-            "no snapshot: the manager at {} does not answer; the volume alone carries the data",
-            j.manager.url
-        ),
-    });
-    for f in &j.floating_ips {
-        a.push(format!("disassociate floating IP {} ({})", f.address, f.id));
-    }
-    if can_detach(server) {
-        a.push(format!(
-            "detach {} volume(s) and {} port(s) from {} ({})",
-            j.volumes.len(),
-            j.ports.len(),
-            server.id,
-            server.status
-        ));
-    } else {
-        a.push(format!(
-            "skip detaching: server is {} on a host that is {}; the delete frees port and volumes",
-            server.status,
-            server.host_status.as_deref().unwrap_or("unknown")
-        ));
-    }
-    a.push(format!("delete server {} and wait until it is gone, the port(s) unbound and the volume(s) available", server.id));
-    for p in j.ports.iter().filter(|p| p.nova_created) {
-        a.push(format!(
-            "create a port on network {} to replace {}",
-            p.network_id, p.id
-        ));
-    }
-    a.push(format!(
-        "boot `{}` (flavor {}, image {}, tag {}) on port(s) {}; wait ACTIVE",
-        j.spec.name,
-        j.spec.flavor_id,
-        j.spec.image_id,
-        j.new_server_tag,
-        j.ports
-            .iter()
-            .map(|p| p.id.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    ));
-    for v in &j.volumes {
-        a.push(format!("attach volume {}; wait in-use", v.id));
-    }
-    for f in &j.floating_ips {
-        a.push(format!("associate floating IP {}; wait ACTIVE", f.address));
-    }
-    a.push(format!(
-        "wait for {}/readyz, restore, check ready",
-        j.manager.url
-    ));
-    a
 }
 
 /// Deterministic crash points for tests: `CFY_RECOVER_CRASH_AT=before:STEP` or
@@ -606,6 +183,31 @@ pub struct Runner<'a> {
     pub path: PathBuf,
     pub state_dir: PathBuf,
     pub waits: Waits,
+    /// The current step's wait slack (see [`StepRecord::slack_ms`]).
+    pub slack: std::cell::Cell<Duration>,
+}
+
+/// A wait says what it waits for at least this often.
+pub const PROGRESS_EVERY: Duration = Duration::from_secs(10);
+
+pub(crate) fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// This process's CPU time (user + system) so far.
+fn cpu_time() -> Duration {
+    match nix::sys::resource::getrusage(nix::sys::resource::UsageWho::RUSAGE_SELF) {
+        Ok(u) => {
+            let tv = |t: nix::sys::time::TimeVal| {
+                Duration::from_secs(t.tv_sec() as u64) + Duration::from_micros(t.tv_usec() as u64)
+            };
+            tv(u.user_time()) + tv(u.system_time())
+        }
+        Err(_) => Duration::ZERO,
+    }
 }
 
 impl Runner<'_> {
@@ -621,17 +223,37 @@ impl Runner<'_> {
                 rec.state = StepState::Running;
                 rec.attempts += 1;
             }
+            self.journal.attempts.push(Attempt {
+                step,
+                started_at_ms: now_unix_ms(),
+                duration_ms: None,
+                outcome: String::new(),
+            });
             self.save()?;
             tracing::info!(step = step.name(), "step started");
             crash_point("before", step);
             let start = Instant::now();
+            let cpu0 = cpu_time();
+            self.slack.set(Duration::ZERO);
             let result = self.exec(step).await;
             let ms = start.elapsed().as_millis() as u64;
+            let cpu_ms = cpu_time().saturating_sub(cpu0).as_millis() as u64;
             if result.is_ok() {
                 crash_point("after", step);
             }
+            let slack_ms = self.slack.get().as_millis() as u64;
+            if let Some(a) = self.journal.attempts.last_mut() {
+                a.duration_ms = Some(ms);
+                a.outcome = match &result {
+                    Ok(o) if o.skipped => "skipped".into(),
+                    Ok(_) => "done".into(),
+                    Err(e) => format!("failed: {e}"),
+                };
+            }
             let rec = self.journal.step_mut(step);
             rec.duration_ms += ms;
+            rec.cpu_ms += cpu_ms;
+            rec.slack_ms += slack_ms;
             match result {
                 Ok(o) => {
                     rec.state = if o.skipped {
@@ -689,15 +311,33 @@ impl Runner<'_> {
         Fut: std::future::Future<Output = Result<Option<T>, FlowError>>,
     {
         let start = Instant::now();
+        let mut last_line = Instant::now();
+        // When the previous probe answered "not yet": the transition ended after it.
+        let mut last_no: Option<Instant> = None;
         loop {
+            let asked = Instant::now();
             if let Some(v) = probe().await? {
+                if let Some(no) = last_no {
+                    self.slack
+                        .set(self.slack.get() + asked.saturating_duration_since(no));
+                }
                 return Ok(v);
             }
+            last_no = Some(Instant::now());
             if start.elapsed() >= timeout {
                 return Err(FlowError::Timeout {
                     what: what.to_owned(),
                     waited: timeout,
                 });
+            }
+            if last_line.elapsed() >= PROGRESS_EVERY {
+                last_line = Instant::now();
+                tracing::info!(
+                    waiting_for = what,
+                    elapsed = %humantime::format_duration(Duration::from_secs(start.elapsed().as_secs())),
+                    timeout = %humantime::format_duration(timeout),
+                    "still waiting"
+                );
             }
             tokio::time::sleep(self.waits.poll).await;
         }
@@ -1099,6 +739,25 @@ impl Runner<'_> {
             }});
             match self.cloud.create_port(&body).await {
                 Ok(p) => return Ok(p),
+                Err(e) if (e.is_conflict() || e.status() == Some(400)) && old.keep_ip => {
+                    let ips: Vec<&str> = old
+                        .fixed_ips
+                        .iter()
+                        .map(|f| f.ip_address.as_str())
+                        .collect();
+                    let mut held = Vec::new();
+                    for ip in &ips {
+                        for p in self.cloud.ports_with_ip(ip).await? {
+                            held.push(format!("{ip} by port {} (device {})", p.id, p.device_id));
+                        }
+                    }
+                    return Err(FlowError::Unsafe(format!(
+                        "the replacement of port {} must keep {} and Neutron refused it ({e}); held: {}",
+                        old.id,
+                        ips.join(", "),
+                        if held.is_empty() { "none".into() } else { held.join("; ") }
+                    )));
+                }
                 Err(e) if e.is_conflict() || e.status() == Some(400) => {
                     if !ask_same_ip {
                         return Err(e.into());
@@ -1338,19 +997,36 @@ impl Runner<'_> {
                 }
             }
             let id = f.id.clone();
-            self.wait_for(
-                &format!("floating IP {} to be ACTIVE", f.address),
-                self.waits.timeout,
-                || async {
-                    Ok(cloud
-                        .floating_ip(&id)
-                        .await?
-                        .filter(|f| f.status == "ACTIVE")
-                        .map(|_| ()))
-                },
-            )
-            .await?;
-            notes.push(format!("{} → port {target}", f.address));
+            // The data plane (status ACTIVE) is waited for only when the manager is reached
+            // through this address; otherwise Neutron's binding is what the recovery needs
+            // (a cloud without an L3 agent on the router never shows ACTIVE).
+            let via_this = self
+                .journal
+                .manager
+                .url
+                .contains(&format!("//{}:", f.address));
+            let want_active = via_this;
+            let status = self
+                .wait_for(
+                    &format!(
+                        "floating IP {} to be {}",
+                        f.address,
+                        if want_active {
+                            "ACTIVE"
+                        } else {
+                            "bound to the port"
+                        }
+                    ),
+                    self.waits.timeout,
+                    || async {
+                        Ok(cloud.floating_ip(&id).await?.and_then(|f| {
+                            let bound = f.port_id.as_deref() == Some(target.as_str());
+                            (bound && (!want_active || f.status == "ACTIVE")).then_some(f.status)
+                        }))
+                    },
+                )
+                .await?;
+            notes.push(format!("{} → port {target} ({status})", f.address));
         }
         done(notes.join("; "))
     }
@@ -1400,40 +1076,7 @@ impl Runner<'_> {
     }
 }
 
-/// The end-of-run report: every step, its state and duration.
-pub fn report(j: &Journal) -> String {
-    let mut out = format!(
-        "recovery {} of server {} ({}): {}\n",
-        j.run_id,
-        j.old_server.name,
-        j.old_server.id,
-        if j.finished {
-            format!(
-                "done, new server {}",
-                j.new_server_id.as_deref().unwrap_or("?")
-            )
-        } else {
-            match &j.last_error {
-                Some(e) => format!("stopped at {e}"),
-                None => "in progress".into(),
-            }
-        }
-    );
-    let mut total = 0;
-    for s in &j.steps {
-        total += s.duration_ms;
-        let state = serde_json::to_value(s.state).unwrap_or_default();
-        out.push_str(&format!(
-            "  {:<25} {:<8} {:>9}  {}\n",
-            s.step.name(),
-            state.as_str().unwrap_or("?"),
-            format!("{:.1}s", s.duration_ms as f64 / 1000.0),
-            s.note
-        ));
-    }
-    out.push_str(&format!("  total {:.1}s\n", total as f64 / 1000.0));
-    out
-}
+pub use crate::report::report;
 
 #[cfg(test)]
 mod tests {

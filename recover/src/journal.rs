@@ -90,6 +90,25 @@ pub struct StepRecord {
     pub duration_ms: u64,
     /// What the step found or did, one line.
     pub note: String,
+    /// cfy-recover's own CPU time in the step (user + system), over all attempts.
+    #[serde(default)]
+    pub cpu_ms: u64,
+    /// Upper bound of the time between the cloud finishing a transition and the step
+    /// noticing it (the last poll interval of each wait), over all attempts.
+    #[serde(default)]
+    pub slack_ms: u64,
+}
+
+/// One attempt of one step, in the order they ran (over every `recover` and `resume`).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Attempt {
+    pub step: Step,
+    /// Unix milliseconds.
+    pub started_at_ms: u64,
+    /// `None` while running, or when the process died in it.
+    pub duration_ms: Option<u64>,
+    /// `done`, `skipped`, `failed: ...`, or empty while running.
+    pub outcome: String,
 }
 
 /// The old server as found.
@@ -127,6 +146,10 @@ pub struct PortRecord {
     pub nova_created: bool,
     /// The port the new server gets: `id`, or the replacement port once created.
     pub new_id: Option<String>,
+    /// The replacement must have the same fixed IP(s) (the port was deleted with the server
+    /// already gone): no other address is asked for.
+    #[serde(default)]
+    pub keep_ip: bool,
 }
 
 impl PortRecord {
@@ -203,6 +226,13 @@ pub struct Journal {
     pub steps: Vec<StepRecord>,
     pub finished: bool,
     pub last_error: Option<String>,
+    /// The inventory file given to `recover --inventory`, refreshed when the run finishes
+    /// (besides the state directory's own).
+    #[serde(default)]
+    pub inventory_file: Option<PathBuf>,
+    /// Every step attempt, over every run of this journal.
+    #[serde(default)]
+    pub attempts: Vec<Attempt>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -247,6 +277,8 @@ impl Journal {
                 attempts: 0,
                 duration_ms: 0,
                 note: String::new(),
+                cpu_ms: 0,
+                slack_ms: 0,
             })
             .collect()
     }
@@ -305,7 +337,30 @@ pub fn lock_state_dir(dir: &Path) -> Result<StateLock, JournalError> {
         .map_err(write_err)?;
     let lock = nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockExclusiveNonblock)
         .map_err(|_| JournalError::Locked { path: path.clone() })?;
+    // Who holds it, for `status` (the lock itself is what counts: it dies with the process).
+    {
+        use std::io::{Seek, Write};
+        let mut f: &File = &lock;
+        let _ = f.set_len(0);
+        let _ = f.seek(std::io::SeekFrom::Start(0));
+        let _ = writeln!(f, "{}", std::process::id());
+        let _ = f.sync_data();
+    }
     Ok(StateLock { _lock: lock })
+}
+
+/// The pid of the live cfy-recover holding the state directory's lock, if one does (a
+/// process killed with `kill -9` holds nothing: the kernel dropped its lock).
+pub fn lock_holder(dir: &Path) -> Option<u32> {
+    let path = dir.join("lock");
+    let f = File::options().write(true).open(&path).ok()?;
+    match nix::fcntl::Flock::lock(f, nix::fcntl::FlockArg::LockSharedNonblock) {
+        Ok(_free) => None,
+        Err(_) => std::fs::read_to_string(&path)
+            .ok()
+            .and_then(|t| t.trim().parse().ok())
+            .or(Some(0)),
+    }
 }
 
 /// Where state lives by default: `$XDG_STATE_HOME/cfy-recover` or `~/.local/state/cfy-recover`.
@@ -331,10 +386,14 @@ mod tests {
     #[test]
     fn lock_is_exclusive() {
         let dir = tempfile::tempdir().unwrap();
-        let _a = lock_state_dir(dir.path()).unwrap();
+        assert_eq!(lock_holder(dir.path()), None, "no lock file: nobody");
+        let a = lock_state_dir(dir.path()).unwrap();
+        assert_eq!(lock_holder(dir.path()), Some(std::process::id()));
         assert!(matches!(
             lock_state_dir(dir.path()),
             Err(JournalError::Locked { .. })
         ));
+        drop(a);
+        assert_eq!(lock_holder(dir.path()), None, "released: nobody");
     }
 }

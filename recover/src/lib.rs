@@ -8,15 +8,25 @@
 //! | [`cloud`]   | Keystone auth, catalog, microversions, retries, typed API calls    |
 //! | [`manager`] | cfy-init's hooks API client and snapshot archive verification      |
 //! | [`journal`] | the crash-safe journal and the state-directory lock                |
-//! | [`flow`]    | inspection (plan) and the resumable steps                          |
+//! | [`plan`]    | inspection: what is found, what would be done (read-only)          |
+//! | [`inventory`] | the manager's inventory, to rebuild when its server is gone      |
+//! | [`gone`]    | the plan of a manager whose server is already gone               |
+//! | [`flow`]    | the resumable steps                                                |
+//! | [`report`]  | the end-of-run report: steps, every attempt, total wall time        |
+//! | [`checks`]  | plan's quota and reachability checks                              |
 //! | [`cli`]     | the command line                                                   |
 //! | [`sim`]     | the OpenStack simulator used by the tests (and `openstack-sim`)    |
 
+pub mod checks;
 pub mod cli;
 pub mod cloud;
 pub mod flow;
+pub mod gone;
+pub mod inventory;
 pub mod journal;
 pub mod manager;
+pub mod plan;
+pub mod report;
 pub mod sim;
 
 /// Credentials live in the crate shared with cfy-init.

@@ -270,3 +270,64 @@ fn slow_transitions_complete() {
     assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
     w.assert_recovered();
 }
+
+#[test]
+fn rate_limits_are_waited_out_as_retry_after_says() {
+    use FaultKind::*;
+    // 429 on reads during plan, 413 (Nova's over-limit) on the create itself, 503 with
+    // Retry-After on a detach: all waited out, the create never doubled.
+    completes_despite(
+        "rate limited",
+        vec![
+            rule(
+                "GET",
+                "/servers/",
+                Throttle {
+                    status: 429,
+                    retry_after_s: 1,
+                },
+            )
+            .times(2),
+            rule(
+                "POST",
+                "/servers",
+                Throttle {
+                    status: 413,
+                    retry_after_s: 1,
+                },
+            ),
+            rule(
+                "DELETE",
+                "/os-volume_attachments",
+                Throttle {
+                    status: 503,
+                    retry_after_s: 1,
+                },
+            ),
+        ],
+    );
+}
+
+#[test]
+fn a_rate_limit_longer_than_the_budget_stops_before_any_change() {
+    let w = World::new();
+    w.wait_manager_ready();
+    w.sim.add_fault(
+        rule(
+            "GET",
+            "/servers/",
+            FaultKind::Throttle {
+                status: 429,
+                retry_after_s: 3600,
+            },
+        )
+        .times(5),
+    );
+    let out = w.recover(&[]);
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("429"), "{}", stderr(&out));
+    assert!(
+        w.sim.seen().iter().all(|s| !s.is_mutating()),
+        "nothing changed"
+    );
+}

@@ -19,7 +19,7 @@ up_rabbit() {
     /usr/lib/rabbitmq/bin/rabbitmq-server
 }
 
-db_syncs() {
+db_syncs() (
   set -x
   local E="$DIR/etc"
   glance-manage --config-file "$E/glance-api.conf" db_sync
@@ -34,9 +34,10 @@ db_syncs() {
   neutron-db-manage --config-file "$E/neutron.conf" upgrade heads
   cinder-manage --config-file "$E/cinder.conf" db sync
   echo DBSYNC_DONE
-}
+)
 
 compute_catalog() {
+  [ -e "$DIR/catalog.done" ] && return 0
   local s
   for s in glance placement nova neutron cinder; do
     ks_user "$s" "$(pw service)" >/dev/null
@@ -49,6 +50,7 @@ compute_catalog() {
   ks_endpoint neutron network http://127.0.0.1:9696
   ks_endpoint cinderv3 volumev3 'http://127.0.0.1:8776/v3/%(project_id)s'
   ks_endpoint cinder block-storage 'http://127.0.0.1:8776/v3/%(project_id)s'
+  touch "$DIR/catalog.done"
 }
 
 # `openstack` as the admin of project `admin` (OS_CLOUD from a clouds.yaml of our own).
@@ -56,7 +58,7 @@ osa() { OS_CLIENT_CONFIG_FILE="$DIR/clouds.yaml" OS_CLOUD=cfy-admin "$OSC_VENV/b
 osm() { OS_CLIENT_CONFIG_FILE="$DIR/clouds.yaml" OS_CLOUD=cfy-member "$OSC_VENV/bin/openstack" "$@"; }
 
 compute_resources() {
-  print_env >"$DIR/clouds.yaml.tmp" && chmod 600 "$DIR/clouds.yaml.tmp" && mv "$DIR/clouds.yaml.tmp" "$DIR/clouds.yaml"
+  [ -e "$DIR/resources.done" ] && return 0
   osa flavor show m1.tiny >/dev/null 2>&1 || osa flavor create --vcpus 1 --ram 64 --disk 1 m1.tiny >/dev/null
   if ! osa image show tiny >/dev/null 2>&1; then
     head -c 1048576 /dev/zero >"$DIR/tiny.img"
@@ -75,6 +77,7 @@ compute_resources() {
     osa router set --external-gateway public demo-router
     osm router add subnet demo-router demo-subnet
   fi
+  touch "$DIR/resources.done"
 }
 
 compute_up() {
@@ -85,6 +88,7 @@ compute_up() {
   for f in glance-api.conf placement.conf nova.conf neutron.conf linuxbridge_agent.ini cinder.conf; do
     render "$f"
   done
+  print_env >"$DIR/clouds.yaml.tmp" && chmod 600 "$DIR/clouds.yaml.tmp" && mv "$DIR/clouds.yaml.tmp" "$DIR/clouds.yaml"
   up_rabbit
   compute_catalog
   if [ ! -e "$DIR/dbsync.done" ]; then
@@ -114,6 +118,10 @@ compute_up() {
   waitport 9696
   waitport 8776
   log "APIs up"
+  if ((STARTED == 0)) && [ -e "$DIR/resources.done" ]; then
+    log "compute up (already running)"
+    return 0
+  fi
   local i
   for i in $(seq 1 120); do
     osa compute service list --service nova-compute -f value -c State 2>/dev/null | grep -q up && break

@@ -200,6 +200,16 @@ impl Cloud {
         .await
     }
 
+    /// Ports holding the fixed IP `ip` (on any subnet of the project's view).
+    pub async fn ports_with_ip(&self, ip: &str) -> Result<Vec<Port>, CloudError> {
+        self.get(
+            Service::Network,
+            &format!("/ports?fixed_ips={}", q(&format!("ip_address={ip}"))),
+            "ports",
+        )
+        .await
+    }
+
     pub async fn create_port(&self, body: &Value) -> Result<Port, CloudError> {
         let v = self
             .call(

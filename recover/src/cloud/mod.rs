@@ -1,8 +1,12 @@
-//! The OpenStack client: Keystone v3 auth, endpoints from the catalog, microversion-pinned
-//! requests to Nova / Neutron / Cinder with retries of 5xx, timeouts and dropped connections.
+//! The OpenStack client: microversion-pinned requests to Nova / Neutron / Cinder on the shared
+//! Keystone session (`cfy_openstack::session`: auth, catalog, token renewal), with retries of
+//! 5xx, timeouts and dropped connections, and rate limits (429, 413, 503) waited out as
+//! `Retry-After` says within the step's budget.
 //!
-//! Written on plain reqwest with typed models ([`models`]) rather than an SDK crate: we need
-//! ~15 calls, explicit microversions and full control over which calls may be retried.
+//! Written on plain reqwest with typed models ([`models`]) rather than on `openstack_sdk`
+//! (evaluated in the shared crate's top comment): we need ~20 calls, explicit microversions
+//! checked in every answer, and full control over which calls may be retried (a create that
+//! may have happened is never sent again blindly).
 
 pub mod api;
 pub mod models;
@@ -62,6 +66,9 @@ pub struct Policy {
     pub backoff: Duration,
     pub max_backoff: Duration,
     pub timeout: Duration,
+    /// The longest total wait for rate limits and overloads (429, 413, 503) in one call:
+    /// the step's own budget.
+    pub budget: Duration,
 }
 
 impl Default for Policy {
@@ -71,6 +78,7 @@ impl Default for Policy {
             backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(20),
             timeout: Duration::from_secs(30),
+            budget: Duration::from_secs(600),
         }
     }
 }
@@ -96,6 +104,8 @@ pub enum CloudError {
         path: String,
         status: u16,
         message: String,
+        /// `Retry-After` of the answer (seconds or an HTTP date), when it said.
+        retry_after: Option<Duration>,
     },
     #[error("{service} {method} {path}: {reason}")]
     Transport {
@@ -152,18 +162,35 @@ struct Endpoints {
     volume: String,
 }
 
-#[derive(Debug, Clone)]
-struct Session {
-    token: String,
-    endpoints: Endpoints,
-}
-
-/// An authenticated connection to one cloud.
+/// An authenticated connection to one cloud. Keystone (token, catalog, renewal before expiry
+/// and after a 401) is the shared [`cfy_openstack::session::Session`]; what stays here is
+/// what Nova, Neutron and Cinder need and `openstack_sdk` does not give us (see the shared
+/// crate's top comment for the evaluation): pinned microversions checked in every answer,
+/// and explicit control of which calls are retried (never a create that may have happened).
 pub struct Cloud {
     http: reqwest::Client,
-    creds: Credentials,
+    session: cfy_openstack::session::Session,
     pub policy: Policy,
-    session: Mutex<Option<Session>>,
+    /// The endpoints of the catalog of the token they were read from.
+    endpoints: Mutex<Option<(String, Endpoints)>>,
+    /// How many times a rate limit or an overloaded service (429, 413, 503) was waited out.
+    throttled: std::sync::atomic::AtomicU64,
+}
+
+fn auth_error(e: cfy_openstack::session::AuthError) -> CloudError {
+    use cfy_openstack::session::AuthError;
+    match e {
+        AuthError::Auth { url, reason } => CloudError::Auth { url, reason },
+        AuthError::Catalog {
+            what,
+            interface,
+            region,
+        } => CloudError::Catalog {
+            what,
+            interface,
+            region,
+        },
+    }
 }
 
 impl Cloud {
@@ -176,73 +203,66 @@ impl Cloud {
                 url: creds.auth_url.clone(),
                 reason: e.to_string(),
             })?;
+        let session =
+            cfy_openstack::session::Session::new(creds, policy.timeout).map_err(auth_error)?;
         Ok(Cloud {
             http,
-            creds,
+            session,
             policy,
-            session: Mutex::new(None),
+            endpoints: Mutex::new(None),
+            throttled: Default::default(),
         })
     }
 
     pub fn credentials_source(&self) -> &str {
-        &self.creds.source
+        &self.session.credentials().source
     }
 
-    /// Authenticate (again) and read the endpoints from the catalog.
+    /// Keystone tokens issued so far (a short token lifetime shows as several).
+    pub fn tokens_issued(&self) -> u64 {
+        self.session.tokens_issued()
+    }
+
+    /// The project the token is scoped to.
+    pub async fn project_id(&self) -> Option<String> {
+        self.session.token().await.ok()?.project_id.clone()
+    }
+
+    /// Rate limits and overloads (429, 413, 503) waited out so far.
+    pub fn throttled(&self) -> u64 {
+        self.throttled.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Authenticate (when no valid token is held) and check the catalog has our services.
     pub async fn authenticate(&self) -> Result<(), CloudError> {
-        let url = format!("{}/auth/tokens", self.creds.auth_url);
-        let body = cfy_openstack::session::auth_body(&self.creds.method);
-        let auth_err = |reason: String| CloudError::Auth {
-            url: self.creds.auth_url.clone(),
-            reason,
-        };
-        let mut attempt = 0;
-        let resp = loop {
-            match self.http.post(&url).json(&body).send().await {
-                Ok(r) if r.status().is_server_error() && attempt + 1 < self.policy.attempts => {}
-                Ok(r) => break r,
-                Err(e) if attempt + 1 >= self.policy.attempts => {
-                    return Err(auth_err(e.to_string()))
-                }
-                Err(_) => {}
+        let t = self.session.token().await.map_err(auth_error)?;
+        self.endpoints_for(&t).map(|_| ())
+    }
+
+    fn endpoints_for(&self, t: &cfy_openstack::session::Token) -> Result<Endpoints, CloudError> {
+        let mut cached = self.endpoints.lock().unwrap();
+        if let Some((tok, e)) = cached.as_ref() {
+            if tok == t.value.expose() {
+                return Ok(e.clone());
             }
-            tokio::time::sleep(self.policy.delay(attempt)).await;
-            attempt += 1;
-        };
-        let status = resp.status();
-        let token = resp
-            .headers()
-            .get("X-Subject-Token")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
-        let text = resp.text().await.map_err(|e| auth_err(e.to_string()))?;
-        if !status.is_success() {
-            return Err(auth_err(format!(
-                "HTTP {}: {} (check the credentials from {})",
-                status.as_u16(),
-                error_message(&text),
-                self.creds.source
-            )));
         }
-        let token = token.ok_or_else(|| auth_err("no X-Subject-Token header".into()))?;
-        let doc: Value = serde_json::from_str(&text).map_err(|e| auth_err(e.to_string()))?;
-        let endpoints = self.endpoints_from(&doc["token"]["catalog"])?;
-        *self.session.lock().unwrap() = Some(Session { token, endpoints });
-        Ok(())
+        let e = self.endpoints_from(&t.catalog)?;
+        *cached = Some((t.value.expose().to_owned(), e.clone()));
+        Ok(e)
     }
 
     fn endpoints_from(&self, catalog: &Value) -> Result<Endpoints, CloudError> {
+        let creds = self.session.credentials();
         let find = |types: &[&str], what: &str| -> Result<String, CloudError> {
             for t in types {
-                if let Some(url) = catalog_url(catalog, t, &self.creds) {
+                if let Some(url) = catalog_url(catalog, t, creds) {
                     return Ok(url.trim_end_matches('/').to_owned());
                 }
             }
             Err(CloudError::Catalog {
                 what: what.to_owned(),
-                interface: self.creds.interface.clone(),
-                region: self
-                    .creds
+                interface: creds.interface.clone(),
+                region: creds
                     .region
                     .as_ref()
                     .map(|r| format!(", region {r}"))
@@ -263,11 +283,10 @@ impl Cloud {
         })
     }
 
-    fn session(&self) -> Option<Session> {
-        self.session.lock().unwrap().clone()
-    }
-
-    /// One call with JSON in and out, retried per `retry`; re-authenticates once on 401.
+    /// One call with JSON in and out, retried per `retry`; a refused token (401) is renewed
+    /// once. A rate limit or an overloaded service (429, 413 over-limit, 503) is waited out
+    /// for every kind of call (the request was not carried out), honouring `Retry-After`,
+    /// as long as the waits stay within [`Policy::budget`].
     pub async fn call(
         &self,
         service: Service,
@@ -278,16 +297,50 @@ impl Cloud {
     ) -> Result<Value, CloudError> {
         let mut attempt = 0;
         let mut reauthed = false;
+        let mut throttled_for = Duration::ZERO;
         loop {
-            if self.session().is_none() {
-                self.authenticate().await?;
-            }
-            let result = self.send_once(service, &method, path, body).await;
+            let token = self.session.token().await.map_err(auth_error)?;
+            let endpoints = self.endpoints_for(&token)?;
+            let result = self
+                .send_once(
+                    &endpoints,
+                    token.value.expose(),
+                    service,
+                    &method,
+                    path,
+                    body,
+                )
+                .await;
             match result {
                 Err(CloudError::Http { status: 401, .. }) if !reauthed => {
                     reauthed = true;
-                    *self.session.lock().unwrap() = None;
-                    continue;
+                    self.session.invalidate(&token).await;
+                }
+                Err(
+                    ref e @ CloudError::Http {
+                        status: 429 | 413 | 503,
+                        retry_after,
+                        ..
+                    },
+                ) if e.status() != Some(503) || retry == Retry::Idempotent => {
+                    let delay = retry_after
+                        .unwrap_or_else(|| self.policy.delay(attempt.min(6)))
+                        .max(Duration::from_millis(100));
+                    if throttled_for + delay > self.policy.budget {
+                        return result;
+                    }
+                    throttled_for += delay;
+                    self.throttled
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tracing::warn!(
+                        error = %e,
+                        retry_in = ?delay,
+                        waited = ?throttled_for,
+                        budget = ?self.policy.budget,
+                        "throttled by the cloud, waiting as told"
+                    );
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
                 }
                 Err(e)
                     if e.is_transient()
@@ -306,21 +359,22 @@ impl Cloud {
 
     async fn send_once(
         &self,
+        endpoints: &Endpoints,
+        token: &str,
         service: Service,
         method: &Method,
         path: &str,
         body: Option<&Value>,
     ) -> Result<Value, CloudError> {
-        let session = self.session().expect("authenticated above");
         let base = match service {
-            Service::Compute => &session.endpoints.compute,
-            Service::Network => &session.endpoints.network,
-            Service::Volume => &session.endpoints.volume,
+            Service::Compute => &endpoints.compute,
+            Service::Network => &endpoints.network,
+            Service::Volume => &endpoints.volume,
         };
         let mut req = self
             .http
             .request(method.clone(), format!("{base}{path}"))
-            .header("X-Auth-Token", &session.token)
+            .header("X-Auth-Token", token)
             .header("Accept", "application/json");
         match service {
             Service::Compute => {
@@ -350,11 +404,14 @@ impl Cloud {
         };
         let resp = req.send().await.map_err(transport)?;
         let status = resp.status();
-        let echoed = resp
-            .headers()
-            .get("OpenStack-API-Version")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let header = |k: &str| {
+            resp.headers()
+                .get(k)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        let echoed = header("OpenStack-API-Version");
+        let retry_after = header("Retry-After").and_then(|v| parse_retry_after(&v));
         let text = resp.text().await.map_err(transport)?;
         if !status.is_success() {
             return Err(CloudError::Http {
@@ -363,6 +420,7 @@ impl Cloud {
                 path: path.to_owned(),
                 status: status.as_u16(),
                 message: error_message(&text),
+                retry_after,
             });
         }
         check_microversion(service, echoed.as_deref())?;
@@ -387,6 +445,33 @@ impl Cloud {
             .await?;
         decode(&v, key, path)
     }
+}
+
+/// `Retry-After: 5` or `Retry-After: Wed, 21 Oct 2015 07:28:00 GMT`, as a delay from now.
+pub fn parse_retry_after(v: &str) -> Option<Duration> {
+    let v = v.trim();
+    if let Ok(s) = v.parse::<u64>() {
+        return Some(Duration::from_secs(s));
+    }
+    let at = httpdate(v)?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// An IMF-fixdate (`Sun, 06 Nov 1994 08:49:37 GMT`), the form HTTP dates are sent in.
+fn httpdate(v: &str) -> Option<std::time::SystemTime> {
+    let parts: Vec<&str> = v.split_whitespace().collect();
+    let [_, day, mon, year, time, "GMT"] = parts.as_slice() else {
+        return None;
+    };
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let m = MONTHS.iter().position(|x| x == mon)? + 1;
+    let iso = format!("{year}-{m:02}-{:0>2}T{time}Z", day);
+    humantime::parse_rfc3339(&iso).ok()
 }
 
 /// Decode member `key` of `v` into `T`.
@@ -523,12 +608,37 @@ mod tests {
     }
 
     #[test]
+    fn retry_after_in_seconds_or_as_a_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO),
+            "a date in the past: now"
+        );
+        let later = std::time::SystemTime::now() + Duration::from_secs(90);
+        let text = humantime::format_rfc3339_seconds(later).to_string();
+        // 2026-12-02T14:00:00Z -> Wed, 02 Dec 2026 14:00:00 GMT (the weekday is not checked)
+        let (date, time) = text.trim_end_matches('Z').split_once('T').unwrap();
+        let [y, m, d]: [&str; 3] = date.split('-').collect::<Vec<_>>().try_into().unwrap();
+        let mon = [
+            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+        ][m.parse::<usize>().unwrap() - 1];
+        let got = parse_retry_after(&format!("Wed, {d} {mon} {y} {time} GMT")).unwrap();
+        assert!(
+            got > Duration::from_secs(80) && got <= Duration::from_secs(90),
+            "{got:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
     fn backoff_grows_and_is_capped() {
         let p = Policy {
             attempts: 5,
             backoff: Duration::from_millis(100),
             max_backoff: Duration::from_secs(1),
             timeout: Duration::from_secs(1),
+            budget: Duration::from_secs(1),
         };
         assert!(
             p.delay(0) >= Duration::from_millis(100) && p.delay(0) <= Duration::from_millis(125)

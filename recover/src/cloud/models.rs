@@ -43,6 +43,11 @@ pub struct Server {
     pub host_status: Option<String>,
     #[serde(default)]
     pub fault: Option<Fault>,
+    /// Locked against changes (2.9+), and why (2.73+).
+    #[serde(default)]
+    pub locked: Option<bool>,
+    #[serde(default)]
+    pub locked_reason: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]

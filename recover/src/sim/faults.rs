@@ -26,6 +26,8 @@ pub enum FaultKind {
     Drop,
     /// Do the work, then close the connection without an answer.
     DropAfter,
+    /// Answer `status` (429, 413, 503) with `Retry-After: retry_after_s`, doing nothing.
+    Throttle { status: u16, retry_after_s: u64 },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -116,6 +118,17 @@ pub async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
     let resp = match fault {
         None => next.run(req).await,
         Some(FaultKind::Status { status }) => error_response(status),
+        Some(FaultKind::Throttle {
+            status,
+            retry_after_s,
+        }) => {
+            let mut r = error_response(status);
+            r.headers_mut().insert(
+                axum::http::header::RETRY_AFTER,
+                axum::http::HeaderValue::from(retry_after_s),
+            );
+            r
+        }
         Some(FaultKind::Drop) => dropped(),
         Some(FaultKind::Delay { ms }) => {
             tokio::time::sleep(Duration::from_millis(ms)).await;

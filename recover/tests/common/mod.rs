@@ -209,8 +209,9 @@ impl World {
             assert_eq!(v.status, "in-use");
             assert_eq!(v.server.as_deref(), Some(s.id.as_str()));
             let f = &st.fips[&self.seeded.fip_id];
+            // Bound in Neutron; its data plane (ACTIVE) is waited for only when the manager
+            // is reached through the floating IP (these tests use the fixed one).
             assert_eq!(f.port_id.as_deref(), Some(self.seeded.port_id.as_str()));
-            assert_eq!(f.status, "ACTIVE");
         });
         let j = self.journal();
         assert_eq!(j["finished"], true, "journal finished: {j:#}");
