@@ -11,7 +11,8 @@
 #   scripts/build-image.sh --engine-only          just make sure a Docker engine answers
 #
 # Options: --base IMAGE (FROM for the manager), --tag TAG (manager, default
-# cfy-manager:cfy-init), --sidecar-tag TAG (default cfy-recover:latest).
+# cfy-manager:cfy-init), --sidecar-tag TAG (default cfy-recover:latest), --build-arg K=V
+# (passed on, e.g. PRELINK_DIRS=).
 # Prints `manager=<tag>` and `sidecar=<tag>` on stdout, then each image's size
 # (`size manager=<bytes>`); progress goes to stderr. The images carry the OCI labels
 # version (Cargo.toml), revision (git HEAD) and source (git's origin URL, or
@@ -20,7 +21,7 @@ set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 
 PREBUILT="" BASE="" STANDIN=0 ENGINE_ONLY=0
-TAG=cfy-manager:cfy-init SIDECAR_TAG=cfy-recover:latest
+TAG=cfy-manager:cfy-init SIDECAR_TAG=cfy-recover:latest EXTRA_ARGS=()
 log() { echo "build-image: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -32,7 +33,8 @@ while (($#)); do
     --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
     --sidecar-tag) SIDECAR_TAG=${2:?--sidecar-tag needs a value}; shift 2 ;;
     --engine-only) ENGINE_ONLY=1; shift ;;
-    -h|--help) sed -n '2,21p' "$0"; exit 0 ;;
+    --build-arg) EXTRA_ARGS+=(--build-arg "${2:?--build-arg needs KEY=VALUE}"); shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -65,6 +67,13 @@ ensure_engine() {
   die "could not start dockerd; see $logfile"
 }
 
+# Binaries first: a missing one must not be found only after the base image's build.
+if [[ -n $PREBUILT ]]; then
+  for b in cfy-init cfy-recover; do
+    [[ -x $PREBUILT/$b ]] || die "$PREBUILT/$b is missing: build both first (scripts/build-release.sh builds cfy-init and cfy-recover, statically)"
+  done
+fi
+
 ensure_engine
 ((ENGINE_ONLY)) && exit 0
 
@@ -80,9 +89,6 @@ args=(--build-arg "BASE_IMAGE=${BASE:-cloudifyplatform/community-cloudify-manage
       --build-arg "VERSION=${version:-unknown}" --build-arg "REVISION=$revision"
       --build-arg "SOURCE=$source_url")
 if [[ -n $PREBUILT ]]; then
-  for b in cfy-init cfy-recover; do
-    [[ -x $PREBUILT/$b ]] || die "$PREBUILT/$b is missing: build it first (scripts/build-release.sh, or cargo build --workspace --bins)"
-  done
   # A small build context (not the whole repository and its target/): the Dockerfile's
   # inputs and the two binaries.
   ctx=$(mktemp -d "${TMPDIR:-/tmp}/cfy-init-image.XXXXXX")
@@ -105,6 +111,7 @@ else
   ctx=$REPO
 fi
 
+args+=("${EXTRA_ARGS[@]}")
 build() {
   local target=$1 tag=$2 out
   out=$(mktemp)
