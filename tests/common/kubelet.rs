@@ -422,6 +422,12 @@ pub fn run_pod(
         };
         sources.insert(name, source);
     }
+    // The StatefulSet controller adds a volume per volumeClaimTemplate, bound to its claim.
+    for (name, volume) in claims {
+        sources
+            .entry(name.clone())
+            .or_insert_with(|| Source::Docker(volume.clone()));
+    }
 
     // The sandbox: the pod's network, IPC and UTS namespaces.
     let sandbox = format!("{pod_name}-sandbox");
