@@ -104,10 +104,17 @@ pub struct Images {
 pub fn release_dir() -> PathBuf {
     static DIR: OnceLock<PathBuf> = OnceLock::new();
     DIR.get_or_init(|| {
-        let out = run_limited(
-            Command::new("bash").arg(repo().join("scripts/build-release.sh")),
-            Duration::from_secs(1800),
-        );
+        // Not with the environment cargo gives tests (CARGO_PKG_*, LD_LIBRARY_PATH, ...):
+        // build scripts that watch those would make this build and one from a shell
+        // (benches, scripts) rebuild everything in turn.
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("scripts/build-release.sh")).env_clear();
+        for var in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR", "TMPDIR"] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        let out = run_limited(&mut cmd, Duration::from_secs(1800));
         assert!(
             out.ok(),
             "scripts/build-release.sh failed ({:?}):\n{}",
