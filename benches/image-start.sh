@@ -19,9 +19,9 @@ build_release
 bash "$BENCH_ROOT/scripts/build-image.sh" --engine-only
 base=$(bash "$BENCH_ROOT/scripts/make-base-rootfs.sh")
 WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/cfy-image-start.XXXXXX")
-tag=cfy-init-bench/image-start
+tag=cfy-init-bench/image-start vol=cfy-init-bench-image-start
 cleanup() {
-  docker volume rm -f "$tag-prelinked" "$tag-copying" >/dev/null 2>&1 || true
+  docker volume rm -f "$vol-prelinked" "$vol-copying" >/dev/null 2>&1 || true
   docker image rm -f "$tag:prelinked" "$tag:copying" "$tag:base" "$tag-sidecar:x" >/dev/null 2>&1 || true
   rm -rf "$WORK"
 }
@@ -50,13 +50,13 @@ done
 
 run_persist() { # mode
   docker run --rm -e CFY_INIT_CONFIG=/etc/cfy-init/standin.yaml \
-    -v "$tag-$1:/cfy-persist" "$tag:$1" persist >/dev/null 2>&1
+    -v "$vol-$1:/cfy-persist" "$tag:$1" persist >/dev/null 2>&1
 }
 t0=$(now); docker run --rm --entrypoint true "$tag:prelinked"; t1=$(now)
 echo "floor (docker run true): $(secs "$t0" "$t1")s"
 declare -A first later
 for mode in prelinked copying; do
-  docker volume create "$tag-$mode" >/dev/null
+  docker volume create "$vol-$mode" >/dev/null
   sync
   t0=$(now); run_persist "$mode"; t1=$(now); first[$mode]=$(secs "$t0" "$t1")
   sync
