@@ -109,7 +109,14 @@ pub fn release_dir() -> PathBuf {
         // (benches, scripts) rebuild everything in turn.
         let mut cmd = Command::new("bash");
         cmd.arg(repo().join("scripts/build-release.sh")).env_clear();
-        for var in ["PATH", "HOME", "CARGO_HOME", "RUSTUP_HOME", "CARGO_TARGET_DIR", "TMPDIR"] {
+        for var in [
+            "PATH",
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "CARGO_TARGET_DIR",
+            "TMPDIR",
+        ] {
             if let Some(v) = std::env::var_os(var) {
                 cmd.env(var, v);
             }

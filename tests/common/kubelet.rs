@@ -862,11 +862,6 @@ impl Pod {
                 &["inspect", "-f", "{{.State.ExitCode}}", &c.docker_name],
                 Duration::from_secs(30),
             );
-            let finished = docker_ok(
-                &["inspect", "-f", "{{.State.FinishedAt}}", &c.docker_name],
-                Duration::from_secs(30),
-            );
-            let _ = finished;
             out.push((c.name.clone(), code.parse().unwrap(), t0.elapsed()));
         }
         let _ = docker(&["rm", "-f", &self.sandbox], Duration::from_secs(60));
