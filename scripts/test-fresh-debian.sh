@@ -4,9 +4,10 @@
 # added), then checks that every tool the tests and benchmarks call is there and runs.
 # The Rust toolchain is the one stated assumption, so it is not checked here.
 #
-# Cost on one machine: the first run debootstraps (~1 min, cached as a tarball and an image);
-# every run installs the packages in a new container. Downloaded .deb files, npm's and pip's
-# caches are kept in named volumes (cfy-init-fresh-*), so later runs download nothing again.
+# Cost on one machine (2 cores): the first run debootstraps (~65 s, cached as a tarball and an
+# image); every run installs the packages in a new container (~80 s, installing dominates).
+# Downloaded .deb files, npm's and pip's caches are kept in named volumes (cfy-init-fresh-*),
+# so later runs download nothing again.
 # --no-cache drops those volumes first (a cold run).
 #
 # The machine's own settings that a fresh Debian would not need but this machine may
