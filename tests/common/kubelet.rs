@@ -864,7 +864,7 @@ impl Pod {
             );
             out.push((c.name.clone(), code.parse().unwrap(), t0.elapsed()));
         }
-        let _ = docker(&["rm", "-f", &self.sandbox], Duration::from_secs(60));
+        let _ = docker(&["rm", "-f", "-v", &self.sandbox], Duration::from_secs(60));
         out
     }
 }
