@@ -4,20 +4,24 @@
 #
 #   scripts/build-image.sh                        production build: compiles static binaries in
 #                                                 the Rust builder stage, FROM the Cloudify image
-#   scripts/build-image.sh --prebuilt target/release --standin
+#   scripts/build-image.sh --prebuilt "$(scripts/build-release.sh)" --standin
 #                                                 binaries built beforehand, FROM the local
 #                                                 stand-in base (scripts/make-base-rootfs.sh);
 #                                                 what the tests do, nothing is pulled
 #   scripts/build-image.sh --engine-only          just make sure a Docker engine answers
 #
 # Options: --base IMAGE (FROM for the manager), --tag TAG (manager, default
-# cfy-manager:cfy-init), --sidecar-tag TAG (default cfy-recover:latest).
-# Prints `manager=<tag>` and `sidecar=<tag>` on stdout; progress goes to stderr.
+# cfy-manager:cfy-init), --sidecar-tag TAG (default cfy-recover:latest), --build-arg K=V
+# (passed on, e.g. PRELINK_DIRS=).
+# Prints `manager=<tag>` and `sidecar=<tag>` on stdout, then each image's size
+# (`size manager=<bytes>`); progress goes to stderr. The images carry the OCI labels
+# version (Cargo.toml), revision (git HEAD) and source (git's origin URL, or
+# $CFY_INIT_SOURCE).
 set -euo pipefail
 REPO="$(cd "$(dirname "$0")/.." && pwd)"
 
 PREBUILT="" BASE="" STANDIN=0 ENGINE_ONLY=0
-TAG=cfy-manager:cfy-init SIDECAR_TAG=cfy-recover:latest
+TAG=cfy-manager:cfy-init SIDECAR_TAG=cfy-recover:latest EXTRA_ARGS=()
 log() { echo "build-image: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -29,7 +33,8 @@ while (($#)); do
     --tag) TAG=${2:?--tag needs a value}; shift 2 ;;
     --sidecar-tag) SIDECAR_TAG=${2:?--sidecar-tag needs a value}; shift 2 ;;
     --engine-only) ENGINE_ONLY=1; shift ;;
-    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+    --build-arg) EXTRA_ARGS+=(--build-arg "${2:?--build-arg needs KEY=VALUE}"); shift 2 ;;
+    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) die "unknown argument $1 (see --help)" ;;
   esac
 done
@@ -62,6 +67,13 @@ ensure_engine() {
   die "could not start dockerd; see $logfile"
 }
 
+# Binaries first: a missing one must not be found only after the base image's build.
+if [[ -n $PREBUILT ]]; then
+  for b in cfy-init cfy-recover; do
+    [[ -x $PREBUILT/$b ]] || die "$PREBUILT/$b is missing: build both first (scripts/build-release.sh builds cfy-init and cfy-recover, statically)"
+  done
+fi
+
 ensure_engine
 ((ENGINE_ONLY)) && exit 0
 
@@ -69,28 +81,37 @@ if ((STANDIN)) && [[ -z $BASE ]]; then
   BASE=$("$REPO/scripts/make-base-rootfs.sh")
 fi
 
-args=(--build-arg "BASE_IMAGE=${BASE:-cloudifyplatform/community-cloudify-manager-aio:5.1.2}")
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' "$REPO/Cargo.toml" | head -n1)
+revision=$(git -C "$REPO" rev-parse HEAD 2>/dev/null || echo unknown)
+git -C "$REPO" diff --quiet HEAD 2>/dev/null || revision="$revision-dirty"
+source_url=${CFY_INIT_SOURCE:-$(git -C "$REPO" config --get remote.origin.url 2>/dev/null || echo unknown)}
+args=(--build-arg "BASE_IMAGE=${BASE:-cloudifyplatform/community-cloudify-manager-aio:5.1.2}"
+      --build-arg "VERSION=${version:-unknown}" --build-arg "REVISION=$revision"
+      --build-arg "SOURCE=$source_url")
 if [[ -n $PREBUILT ]]; then
-  for b in cfy-init cfy-recover; do
-    [[ -x $PREBUILT/$b ]] || die "$PREBUILT/$b is missing: build it first (scripts/build-release.sh, or cargo build --workspace --bins)"
-  done
   # A small build context (not the whole repository and its target/): the Dockerfile's
   # inputs and the two binaries.
   ctx=$(mktemp -d "${TMPDIR:-/tmp}/cfy-init-image.XXXXXX")
   trap 'rm -rf "$ctx"' EXIT
   mkdir -p "$ctx/docker" "$ctx/scripts" "$ctx/prebuilt"
   cp "$REPO/docker/Dockerfile" "$REPO/docker/config.yaml" "$ctx/docker/"
-  cp "$REPO/scripts/start-persistent.sh" "$REPO/scripts/setup-secret.sh" "$ctx/scripts/"
+  cp "$REPO/scripts/start-persistent.sh" "$REPO/scripts/setup-secret.sh" \
+     "$REPO/scripts/load-resolver-rules.py" "$ctx/scripts/"
   cp "$PREBUILT/cfy-init" "$PREBUILT/cfy-recover" "$ctx/prebuilt/"
-  # Any image with /bin/sh serves as the "builder" that only copies the binaries; the sidecar
-  # then builds FROM the same local image so that nothing is pulled.
+  # The sidecar's CA certificates: Debian's Mozilla bundle (ca-certificates), not this
+  # machine's bundle, which may hold local additions.
+  cas=(/usr/share/ca-certificates/mozilla/*.crt)
+  [[ -r ${cas[0]} ]] || die "no CA certificates in /usr/share/ca-certificates/mozilla (apt-get install ca-certificates)"
+  cat "${cas[@]}" >"$ctx/prebuilt/ca-certificates.crt"
+  # Any image with /bin/sh serves as the "builder" that only copies the binaries, so that
+  # nothing is pulled (the sidecar is FROM scratch).
   local_base=${BASE:?--prebuilt needs --base IMAGE or --standin}
-  args+=(--build-arg "BUILDER_IMAGE=$local_base" --build-arg PREBUILT=prebuilt
-         --build-arg "SIDECAR_BASE_IMAGE=$local_base")
+  args+=(--build-arg "BUILDER_IMAGE=$local_base" --build-arg PREBUILT=prebuilt)
 else
   ctx=$REPO
 fi
 
+args+=("${EXTRA_ARGS[@]}")
 build() {
   local target=$1 tag=$2 out
   out=$(mktemp)
@@ -111,3 +132,6 @@ if ((STANDIN)); then
 fi
 echo "manager=$TAG"
 echo "sidecar=$SIDECAR_TAG"
+for kv in "manager=$TAG" "sidecar=$SIDECAR_TAG"; do
+  echo "size ${kv%%=*}=$(docker image inspect -f '{{.Size}}' "${kv#*=}")"
+done

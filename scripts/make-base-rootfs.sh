@@ -9,15 +9,25 @@
 # keyed by suite, variant and package list, so only the first run downloads anything.
 #
 # Usage: scripts/make-base-rootfs.sh            prints the image name (cfy-init-standin:<key>)
+#        scripts/make-base-rootfs.sh --plain    a bare Debian (minbase, nothing added), for the
+#                                               fresh-machine set-up test: prints
+#                                               cfy-init-debian:<suite>-<key>
 # Env:   CFY_INIT_CACHE, STANDIN_SUITE (default: this machine's codename), STANDIN_IMAGE
 set -euo pipefail
 cd "$(dirname "$0")/.."
+PLAIN=0
+case ${1:-} in
+  --plain) PLAIN=1 ;;
+  "") ;;
+  *) echo "make-base-rootfs: unknown argument $1 (--plain or nothing)" >&2; exit 2 ;;
+esac
 
 CACHE="${CFY_INIT_CACHE:-/var/cache/cfy-init-test}"
 SUITE="${STANDIN_SUITE:-$(. /etc/os-release && echo "${VERSION_CODENAME:-bookworm}")}"
 VARIANT=minbase
 # The services the manager runs that have Debian packages, plus what they need in a container.
 PACKAGES=postgresql,rabbitmq-server,nginx,netbase,procps
+((PLAIN)) && PACKAGES=
 log() { echo "make-base-rootfs: $*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -50,6 +60,7 @@ KEY=$( { echo "$SUITE $VARIANT $PACKAGES"; find docker/standin -type f -print0 |
 ROOTFS_KEY=$(echo "$SUITE $VARIANT $PACKAGES" | sha256sum | cut -c1-12)
 IMAGE="${STANDIN_IMAGE:-cfy-init-standin:$KEY}"
 ROOTFS_IMAGE="cfy-init-standin-rootfs:$ROOTFS_KEY"
+((PLAIN)) && { IMAGE="cfy-init-debian:$SUITE-$ROOTFS_KEY"; ROOTFS_IMAGE=$IMAGE; }
 TARBALL="$CACHE/rootfs-$SUITE-$ROOTFS_KEY.tar"
 
 docker info >/dev/null 2>&1 || die "no Docker engine answers (start one with scripts/build-image.sh, which starts dockerd when needed)"
@@ -75,7 +86,7 @@ if [[ ! -s $TARBALL ]]; then
   }
   trap cleanup EXIT
   log "debootstrap $SUITE ($VARIANT, $PACKAGES) from the machine's apt mirror into $work (first run only)"
-  debootstrap --variant="$VARIANT" --include="$PACKAGES" "$SUITE" "$work/root" "$MIRROR" \
+  debootstrap --variant="$VARIANT" ${PACKAGES:+--include="$PACKAGES"} "$SUITE" "$work/root" "$MIRROR" \
     >"$work/debootstrap.log" 2>&1 || { tail -n 30 "$work/debootstrap.log" >&2; die "debootstrap failed (log above)"; }
   # Packages' postinst scripts may have created a cluster and logs we do not want in the image.
   rm -rf "$work/root/var/cache/apt/archives/"*.deb "$work/root/var/lib/apt/lists/"*
@@ -89,6 +100,8 @@ if ! docker image inspect "$ROOTFS_IMAGE" >/dev/null 2>&1; then
   log "docker import $TARBALL as $ROOTFS_IMAGE"
   docker import --change 'CMD ["/bin/bash"]' "$TARBALL" "$ROOTFS_IMAGE" >/dev/null
 fi
+
+((PLAIN)) && { echo "$IMAGE"; exit 0; }
 
 log "laying out the manager's directories (docker/standin/Dockerfile) as $IMAGE"
 build_log=$(mktemp)

