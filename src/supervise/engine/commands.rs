@@ -34,6 +34,7 @@ impl State {
         let waiting = svc.want_up && svc.pid.is_none();
         svc.want_up = false;
         svc.then_start = false;
+        svc.stop_requested = true;
         if svc.pid.is_some() {
             if svc.state != ProcessState::Stopping {
                 self.begin_stop(name);

@@ -96,9 +96,10 @@ impl State {
                 status,
             });
         });
-        if svc.ever_started {
+        if svc.ever_started && !svc.stop_requested {
             svc.restarts += 1;
         }
+        svc.stop_requested = false;
         svc.ever_started = true;
         svc.start_time = now_unix();
         svc.ready = false;

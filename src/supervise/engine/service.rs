@@ -26,7 +26,12 @@ pub(crate) struct Service {
     pub last_exit: Option<i32>,
     /// supervisord's `exitstatus` (see [`ServiceInfo::exitstatus`]); `None` reads as 0.
     pub exitstatus: Option<i32>,
+    /// Starts after the service ended without being asked to stop (a crash, an exit, a
+    /// changed definition); a start after a requested stop (an operator's stop or restart,
+    /// a snapshot's quiesce pause) is not a restart.
     pub restarts: u64,
+    /// The last stop was asked for (the next start is not counted as a restart).
+    pub(super) stop_requested: bool,
     pub spawn_error: Option<String>,
     /// Why it is in its current state (shown in the description).
     pub note: Option<String>,
@@ -88,6 +93,7 @@ impl Service {
             last_exit: None,
             exitstatus: None,
             restarts: 0,
+            stop_requested: false,
             spawn_error: None,
             note: None,
             attempts: 0,
