@@ -124,12 +124,11 @@ fn frozen_postgres_turns_not_ready_and_back() {
 fn liveness_check_restarts_its_service() {
     let sb = Sandbox::new();
     let flag = sb.write("alive", "");
-    let config = format!(
+    let config =
         "supervise:\n  services:\n    - name: app\n      command: [sleep, '100000']\n      \
-         startsecs: 0s\n      liveness:\n        check: {{type: file, path: /alive}}\n        \
-         period: 100ms\n        failure_threshold: 2\n"
-    );
-    let mut init = sb.start(&config, &[], "live.log");
+         startsecs: 0s\n      liveness:\n        check: {type: file, path: /alive}\n        \
+         period: 100ms\n        failure_threshold: 2\n";
+    let mut init = sb.start(config, &[], "live.log");
     init.wait_event("running and ready", "app", 1);
     let first = init.service_pid("sleep 100000").unwrap();
     std::fs::remove_file(&flag).unwrap();

@@ -254,8 +254,7 @@ impl SupervisorHandle {
         if counted.peek().is_none() {
             return st.ready_without_services;
         }
-        let ready = counted.all(|s| s.ready);
-        ready
+        counted.all(|s| s.ready)
     }
 
     /// Begin a graceful shutdown (as SIGTERM would).
