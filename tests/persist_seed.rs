@@ -323,7 +323,7 @@ fn bind_mode_mounts_the_store_copy_and_needs_cap_sys_admin() {
     assert_eq!(ino[0], ino[1], "/var/lib is the store copy");
     let e = String::from_utf8_lossy(&out.stderr);
     assert!(
-        e.contains("link=Mounted") && e.contains("link=AlreadyMounted"),
+        e.contains("link=mounted") && e.contains("link=already-mounted"),
         "{e}"
     );
     assert_eq!(
