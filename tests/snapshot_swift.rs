@@ -13,9 +13,13 @@ use h::Init;
 
 /// A test root whose config points `snapshot.remote` at the real Swift.
 fn env(container: &str, extra: &str) -> h::Env {
-    let e = h::env(&format!(
-        "remote:\n  cloud: cfy-member\n  clouds_file: /etc/openstack/clouds.yaml\n  container: {container}\n  keep: 2\n  segment_size: 256KiB\n  retry_budget: 30s\n{extra}"
-    ));
+    // No service is supervised here: ready means the boot steps are done.
+    let e = h::env_with(
+        &format!(
+            "remote:\n  cloud: cfy-member\n  clouds_file: /etc/openstack/clouds.yaml\n  container: {container}\n  keep: 2\n  segment_size: 256KiB\n  retry_budget: 30s\n{extra}"
+        ),
+        "supervise:\n  ready_without_services: true\n",
+    );
     std::fs::create_dir_all(e.root().join("etc/openstack")).unwrap();
     std::fs::copy(
         swift_env::clouds_yaml(),

@@ -131,7 +131,13 @@ pub unsafe fn apply_in_child(state: SignalState, inherited: &Inherited) {
             continue;
         }
         let ign = state == SignalState::Inherit && libc::sigismember(&inherited.ignored, sig) == 1;
-        libc::signal(sig, if ign { libc::SIG_IGN } else { libc::SIG_DFL });
+        if libc::signal(sig, if ign { libc::SIG_IGN } else { libc::SIG_DFL }) == libc::SIG_ERR
+            && !ign
+        {
+            // glibc refuses its own reserved real-time signals (32, 33), but an ignore set on
+            // them is inherited like any other: reset them with the raw system call.
+            default_action_raw(sig);
+        }
     }
     let mut mask: libc::sigset_t = std::mem::zeroed();
     match state {
@@ -141,6 +147,33 @@ pub unsafe fn apply_in_child(state: SignalState, inherited: &Inherited) {
         }
     }
     libc::sigprocmask(libc::SIG_SETMASK, &mask, std::ptr::null_mut());
+}
+
+/// `SIG_DFL` for `sig` through `rt_sigaction` itself (the kernel's `struct sigaction`).
+///
+/// # Safety
+/// One system call; async-signal-safe.
+unsafe fn default_action_raw(sig: i32) {
+    #[repr(C)]
+    struct KernelSigaction {
+        handler: usize,
+        flags: libc::c_ulong,
+        restorer: usize,
+        mask: u64,
+    }
+    let act = KernelSigaction {
+        handler: libc::SIG_DFL,
+        flags: 0,
+        restorer: 0,
+        mask: 0,
+    };
+    libc::syscall(
+        libc::SYS_rt_sigaction,
+        sig,
+        &act as *const KernelSigaction,
+        std::ptr::null_mut::<KernelSigaction>(),
+        std::mem::size_of::<u64>(),
+    );
 }
 
 /// A clean signal state (nothing ignored, nothing blocked) between fork and exec.
