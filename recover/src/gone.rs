@@ -15,7 +15,7 @@ use crate::flow::*;
 use crate::inventory::{self, Inventory};
 use crate::journal::*;
 use crate::manager::Manager;
-use crate::plan::{default_manager_url, describe_actions, snapshot_record};
+use crate::plan::{default_manager_url, describe_actions, manager_target, snapshot_record};
 
 /// The inventory to rebuild `opts.server` from: `--inventory FILE`, else the state
 /// directory's when it names this server.
@@ -206,11 +206,7 @@ pub async fn inspect_gone(
         volumes,
         floating_ips,
         snapshot: snapshot_record(&opts.snapshot, &opts.state_dir)?,
-        manager: ManagerTarget {
-            url: opts.manager_url.clone().unwrap_or_default(),
-            token_file: opts.token_file.clone(),
-            ready_timeout_s: opts.ready_timeout.as_secs().max(1),
-        },
+        manager: manager_target(opts),
         steps: Journal::fresh_steps(),
         finished: false,
         last_error: None,

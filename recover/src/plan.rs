@@ -117,11 +117,7 @@ pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
         volumes,
         floating_ips,
         snapshot,
-        manager: ManagerTarget {
-            url: opts.manager_url.clone().unwrap_or_default(),
-            token_file: opts.token_file.clone(),
-            ready_timeout_s: opts.ready_timeout.as_secs().max(1),
-        },
+        manager: manager_target(opts),
         steps: Journal::fresh_steps(),
         finished: false,
         last_error: None,
@@ -378,6 +374,16 @@ pub(crate) fn snapshot_record(
 }
 
 /// `http://ADDRESS:PORT` from the floating IP (when chosen and present) or the fixed IP.
+/// The manager to restore into and wait on, as the options name it (the URL may be empty:
+/// [`default_manager_url`] then fills it from the journal).
+pub(crate) fn manager_target(opts: &Options) -> ManagerTarget {
+    ManagerTarget {
+        url: opts.manager_url.clone().unwrap_or_default(),
+        token_file: opts.token_file.clone(),
+        ready_timeout_s: opts.ready_timeout.as_secs().max(1),
+    }
+}
+
 pub(crate) fn default_manager_url(j: &Journal, opts: &Options) -> Result<String, FlowError> {
     let floating = j.floating_ips.first().map(|f| f.address.clone());
     let fixed = j
