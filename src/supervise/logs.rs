@@ -182,21 +182,46 @@ pub struct LineRules {
     pub limit: LogRateLimit,
 }
 
-fn queue() -> &'static crossbeam_channel::Sender<Line> {
-    static TX: OnceLock<crossbeam_channel::Sender<Line>> = OnceLock::new();
+/// What the writer thread takes: a line, or a barrier answered once every line queued
+/// before it is written.
+enum Item {
+    Line(Line),
+    Flush(std::sync::mpsc::SyncSender<()>),
+}
+
+fn queue() -> &'static crossbeam_channel::Sender<Item> {
+    static TX: OnceLock<crossbeam_channel::Sender<Item>> = OnceLock::new();
     TX.get_or_init(|| {
-        let (tx, rx) = crossbeam_channel::bounded::<Line>(QUEUE_LINES);
+        let (tx, rx) = crossbeam_channel::bounded::<Item>(QUEUE_LINES);
         std::thread::Builder::new()
             .name("cfy-init-log".into())
             .stack_size(64 * 1024)
             .spawn(move || {
-                for line in rx {
-                    write_line(line);
+                for item in rx {
+                    match item {
+                        Item::Line(line) => write_line(line),
+                        Item::Flush(done) => {
+                            let _ = done.send(());
+                        }
+                    }
                 }
             })
             .expect("spawn the log writer thread");
         tx
     })
+}
+
+/// Wait (at most `limit`) until every line queued so far is written: the init calls this
+/// before it exits, so a service's last lines (PostgreSQL's "database system is shut
+/// down") are not lost with the process. Returns whether the queue was drained in time.
+pub fn flush(limit: std::time::Duration) -> bool {
+    let (done_tx, done_rx) = std::sync::mpsc::sync_channel(1);
+    let deadline = std::time::Instant::now() + limit;
+    if queue().send_timeout(Item::Flush(done_tx), limit).is_err() {
+        return false;
+    }
+    let left = deadline.saturating_duration_since(std::time::Instant::now());
+    done_rx.recv_timeout(left).is_ok()
 }
 
 fn write_line(line: Line) {
@@ -358,7 +383,7 @@ fn send(service: &Arc<str>, stream: Stream, level: OutputLevel, text: Vec<u8>, s
         text,
         sink: sink.clone(),
     };
-    if queue().try_send(line).is_err() {
+    if queue().try_send(Item::Line(line)).is_err() {
         DROPPED.fetch_add(1, Ordering::Relaxed);
     }
 }
@@ -423,6 +448,31 @@ impl RotatingFile {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flush_returns_once_every_queued_line_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("svc.log");
+        let sink = Arc::new(Sink::File(Mutex::new(RotatingFile::new(
+            path.clone(),
+            0,
+            0,
+        ))));
+        let name: Arc<str> = Arc::from("svc");
+        for i in 0..1000 {
+            send(
+                &name,
+                Stream::Stdout,
+                OutputLevel::Info,
+                format!("line {i}").into_bytes(),
+                &sink,
+            );
+        }
+        assert!(flush(std::time::Duration::from_secs(30)));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.lines().count(), 1000);
+        assert_eq!(text.lines().last(), Some("line 999"));
+    }
 
     #[test]
     fn lines_are_split_and_long_ones_cut() {

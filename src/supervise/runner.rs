@@ -149,6 +149,8 @@ impl<'a> Runner<'a> {
             futures_util::future::join_all(pumps),
         )
         .await;
+        // ...and the writer thread write them out before the last line and the exit.
+        super::logs::flush(std::time::Duration::from_secs(2));
         let code = shared.lock().exit_code();
         let reaper = pid1::reaper();
         tracing::info!(
