@@ -6,6 +6,6 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
 cargo build --workspace --bins
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
 # README's set-up on a bare Debian 12 container (debootstrap): every tool afterwards.
 bash scripts/test-fresh-debian.sh
