@@ -94,7 +94,17 @@ supervise:
     // SAFETY: plain syscall on a pid we just found.
     assert_eq!(unsafe { libc::kill(pid, libc::SIGKILL) }, 0);
     init.wait_event("ready", "postgres", 2);
-    assert_eq!(init.find("started", "postgres").len(), 2);
+    // Restarted at once; a second attempt is allowed only for PostgreSQL's own refusal while
+    // the killed postmaster's backends still hold its shared memory for a moment.
+    let starts = init.find("started", "postgres").len();
+    init.check(
+        starts == 2
+            || (starts == 3
+                && pg_lines(&init, "postgres")
+                    .iter()
+                    .any(|l| l.contains("pre-existing shared memory block"))),
+        &format!("postgres started {starts} times to recover from one kill"),
+    );
     let again = init.service_pid(&data).unwrap();
     assert_ne!(again, pid);
     assert_eq!(pg.psql("SELECT v FROM t").unwrap(), "kept");

@@ -4,6 +4,7 @@
 //! in two, is an error naming both places). Written by hand because no crate reproduces
 //! these exact rules, and every option must keep its file and line for error messages.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 /// One `key = value` with where it was written.
@@ -35,6 +36,9 @@ impl IniSection {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Ini {
     pub sections: Vec<IniSection>,
+    /// Section name → index in `sections`: a file of 20 000 programs would otherwise cost
+    /// a linear search per header (quadratic in the number of sections).
+    index: HashMap<String, usize>,
 }
 
 /// A syntax error, with file and line.
@@ -48,7 +52,7 @@ pub struct IniError {
 
 impl Ini {
     pub fn section(&self, name: &str) -> Option<&IniSection> {
-        self.sections.iter().find(|s| s.name == name)
+        self.index.get(name).map(|&i| &self.sections[i])
     }
 
     /// Parse `text` (the contents of `file`) into this parser, merging sections.
@@ -138,7 +142,7 @@ impl Ini {
     }
 
     fn open_section(&mut self, name: &str, file: &Path, line: usize) -> Result<usize, IniError> {
-        if let Some(i) = self.sections.iter().position(|s| s.name == name) {
+        if let Some(&i) = self.index.get(name) {
             let first = &self.sections[i];
             if name.starts_with("program:") {
                 // supervisord merges the two silently across files (and refuses them within
@@ -155,6 +159,7 @@ impl Ini {
             }
             return Ok(i);
         }
+        self.index.insert(name.to_string(), self.sections.len());
         self.sections.push(IniSection {
             name: name.to_string(),
             file: file.to_path_buf(),
