@@ -287,3 +287,34 @@ supervise:
     );
     stop(init);
 }
+
+#[test]
+fn shutdown_stops_dependents_first_even_through_a_completed_oneshot_then_by_priority() {
+    let sb = Sandbox::new();
+    let config = r#"
+supervise:
+  services:
+    - {name: db, command: [sleep, "1000"], startsecs: 0s, priority: 100}
+    - {name: migrate, kind: oneshot, command: ["true"], depends_on: [db], priority: 100}
+    - {name: api, command: [sleep, "1000"], startsecs: 0s, depends_on: [migrate], priority: 100}
+    - {name: metrics, command: [sleep, "1000"], startsecs: 0s, priority: 500}
+"#;
+    let mut init = sb.start(config, &[], "order");
+    init.wait_event("running and ready", "api", 1);
+    init.wait_event("running and ready", "metrics", 1);
+    let init = stop(init);
+    let first = |msg: &str, svc: &str| {
+        *init
+            .find(msg, svc)
+            .first()
+            .unwrap_or_else(|| panic!("no {msg:?} for {svc}"))
+    };
+    init.check(
+        first("stopped", "metrics") < first("stopping", "api"),
+        "api stopped before the higher-priority metrics was gone",
+    );
+    init.check(
+        first("stopped", "api") < first("stopping", "db"),
+        "db stopped while api, which needs it through migrate, still ran",
+    );
+}
