@@ -105,6 +105,16 @@ pub struct Target {
     /// Do not snapshot or restore: the volume alone carries the data.
     #[arg(long)]
     pub no_snapshot: bool,
+    /// The Swift container of the manager's off-host snapshot copies (cfy-init's
+    /// `snapshot.remote.container`): when the manager does not answer, its newest copy is
+    /// downloaded, verified and restored instead of recovering with the volume alone.
+    #[arg(
+        long,
+        value_name = "CONTAINER",
+        env = "CFY_RECOVER_REMOTE_SNAPSHOTS",
+        conflicts_with_all = ["snapshot", "take_snapshot", "no_snapshot"]
+    )]
+    pub remote_snapshots: Option<String>,
     /// Allow replacing a port that Nova created (and will delete): the private IP may change.
     #[arg(long)]
     pub accept_new_ip: bool,
@@ -193,6 +203,7 @@ fn options(cli: &Cli, t: &Target) -> Options {
     Options {
         server: t.server.clone(),
         snapshot,
+        remote_snapshots: t.remote_snapshots.clone(),
         accept_new_ip: t.accept_new_ip,
         manager_url: t.manager_url.clone(),
         manager_port: t.manager_port,
@@ -264,6 +275,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 snapshot: None,
                 take_snapshot: false,
                 no_snapshot: true,
+                remote_snapshots: None,
                 // Recorded as found: a Nova-created port is noted, not refused.
                 accept_new_ip: true,
                 manager_url: None,

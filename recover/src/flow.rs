@@ -82,6 +82,9 @@ pub struct Options {
     /// The manager's inventory, used when its server is gone (default: the state
     /// directory's `inventory.json`, when it names this server).
     pub inventory: Option<PathBuf>,
+    /// The Swift container of the manager's off-host snapshot copies, restored from when
+    /// the manager does not answer (with [`SnapshotChoice::Auto`]).
+    pub remote_snapshots: Option<String>,
 }
 
 /// Polling of long transitions.
@@ -378,6 +381,9 @@ impl Runner<'_> {
                     m.url
                 )));
             }
+            if let Some(container) = snap.remote.clone() {
+                return self.fetch_remote_snapshot(&m.url, &container).await;
+            }
             return skipped(format!(
                 "the manager at {} does not answer: recovering with the volume alone",
                 m.url
@@ -404,6 +410,43 @@ impl Runner<'_> {
             dest.display(),
             info.bytes,
             info.entries
+        ))
+    }
+
+    /// The manager cannot take a snapshot: download its newest off-host copy from Swift
+    /// (checked against the sha256 stored at upload), verify it as an archive, and restore
+    /// that. No copy at all goes on with the volume alone; a container that cannot be read
+    /// stops before any change (the copy may well be there: resume once Swift answers).
+    async fn fetch_remote_snapshot(
+        &mut self,
+        manager_url: &str,
+        container: &str,
+    ) -> Result<Outcome, FlowError> {
+        let unreadable = |e: cfy_openstack::swift::SwiftError| {
+            FlowError::Unsafe(format!(
+                "the manager at {manager_url} does not answer and its off-host copies in swift://{container} cannot be read: {e}; nothing was changed: run resume once Swift answers, or recover without --remote-snapshots to use the volume alone"
+            ))
+        };
+        let swift = self.cloud.swift().map_err(unreadable)?;
+        let Some(newest) = swift.newest_snapshot(container).await.map_err(unreadable)? else {
+            return skipped(format!(
+                "the manager at {manager_url} does not answer and swift://{container} holds no snapshot: recovering with the volume alone"
+            ));
+        };
+        let dest = self
+            .state_dir
+            .join(format!("snapshot-{}.archive", self.journal.run_id));
+        swift
+            .download(container, &newest.name, &dest)
+            .await
+            .map_err(unreadable)?;
+        let info = manager::verify_archive(&dest, &self.state_dir)?;
+        self.journal.snapshot.path = Some(dest.clone());
+        self.journal.snapshot.sha256 = Some(info.sha256);
+        self.save()?;
+        done(format!(
+            "the manager at {manager_url} does not answer: restoring its newest off-host copy swift://{container}/{} ({} bytes, {} entries)",
+            newest.name, info.bytes, info.entries
         ))
     }
 

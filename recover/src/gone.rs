@@ -205,7 +205,11 @@ pub async fn inspect_gone(
         ports,
         volumes,
         floating_ips,
-        snapshot: snapshot_record(&opts.snapshot, &opts.state_dir)?,
+        snapshot: snapshot_record(
+            &opts.snapshot,
+            opts.remote_snapshots.as_deref(),
+            &opts.state_dir,
+        )?,
         manager: manager_target(opts),
         steps: Journal::fresh_steps(),
         finished: false,

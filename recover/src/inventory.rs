@@ -199,6 +199,7 @@ mod tests {
                 mode: SnapshotMode::None,
                 path: None,
                 sha256: None,
+                remote: None,
             },
             manager: ManagerTarget {
                 url: "http://10.0.0.5:8090".into(),

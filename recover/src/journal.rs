@@ -196,6 +196,11 @@ pub struct SnapshotRecord {
     /// The archive to restore, once there is one.
     pub path: Option<PathBuf>,
     pub sha256: Option<String>,
+    /// The Swift container of the manager's off-host copies (cfy-init's
+    /// `snapshot.remote.container`): when the manager does not answer, the newest copy there
+    /// is restored instead of recovering with the volume alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub remote: Option<String>,
 }
 
 /// How to reach the manager's hooks API.

@@ -66,7 +66,11 @@ pub async fn inspect(cloud: &Cloud, opts: &Options) -> Result<Plan, FlowError> {
         named_floating_ip(cloud, addr, &ports, &mut floating_ips).await?;
     }
     let run_id = new_run_id();
-    let snapshot = snapshot_record(&opts.snapshot, &opts.state_dir)?;
+    let snapshot = snapshot_record(
+        &opts.snapshot,
+        opts.remote_snapshots.as_deref(),
+        &opts.state_dir,
+    )?;
     if let Some(t) = &opts.token_file {
         Manager::new("http://unused", Some(t))?;
     }
@@ -342,23 +346,27 @@ async fn named_floating_ip(
 
 pub(crate) fn snapshot_record(
     choice: &SnapshotChoice,
+    remote: Option<&str>,
     scratch: &Path,
 ) -> Result<SnapshotRecord, FlowError> {
-    Ok(match choice {
+    let mut record = match choice {
         SnapshotChoice::Auto => SnapshotRecord {
             mode: SnapshotMode::Auto,
             path: None,
             sha256: None,
+            remote: None,
         },
         SnapshotChoice::Take => SnapshotRecord {
             mode: SnapshotMode::Required,
             path: None,
             sha256: None,
+            remote: None,
         },
         SnapshotChoice::None => SnapshotRecord {
             mode: SnapshotMode::None,
             path: None,
             sha256: None,
+            remote: None,
         },
         SnapshotChoice::File(p) => {
             let info = manager::verify_archive(p, scratch)
@@ -368,9 +376,14 @@ pub(crate) fn snapshot_record(
                 mode: SnapshotMode::File,
                 path: Some(path),
                 sha256: Some(info.sha256),
+                remote: None,
             }
         }
-    })
+    };
+    if record.mode == SnapshotMode::Auto {
+        record.remote = remote.map(str::to_string);
+    }
+    Ok(record)
 }
 
 /// `http://ADDRESS:PORT` from the floating IP (when chosen and present) or the fixed IP.

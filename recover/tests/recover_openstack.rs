@@ -417,3 +417,105 @@ fn a_nova_created_port_is_refused_then_replaced_with_accept_new_ip() {
     os().cli_raw("cfy-member", &["port", "delete", &new_port]);
     d.print_benchmark("nova-port");
 }
+
+/// The copy cfy-init's `snapshot.remote` keeps off the host: the guest's own snapshot, in a
+/// real Swift (scripts/openstack/swift.sh, on the same Keystone), with its sha256 recorded.
+fn copy_off_host(d: &Deployed, container: &str) {
+    let out = std::process::Command::new("flock")
+        .args(["-o", UP_LOCK, "bash"])
+        .arg(repo_root().join("scripts/openstack/swift.sh"))
+        .arg("up")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "swift.sh up: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        let url = format!("http://{}:{HOOKS_PORT}", d.ip);
+        let m = cfy_recover::manager::Manager::new(&url, Some(&d.token_file)).unwrap();
+        let archive = d.dir.path().join("copy.tar.zst");
+        let sha = m
+            .take_snapshot(&archive, std::time::Duration::from_secs(60))
+            .await
+            .unwrap();
+        let creds = cfy_openstack::creds::load_cloud("cfy-member", Some(&os().clouds), &|k| {
+            std::env::var(k).ok()
+        })
+        .unwrap();
+        let session =
+            cfy_openstack::session::Session::new(creds, std::time::Duration::from_secs(30))
+                .unwrap();
+        let swift = cfy_openstack::swift::Swift::new(
+            std::sync::Arc::new(session),
+            cfy_openstack::swift::RetryPolicy::default(),
+        )
+        .unwrap();
+        swift.ensure_container(container).await.unwrap();
+        let sha = (!sha.is_empty()).then_some(sha);
+        swift
+            .upload(
+                &archive,
+                container,
+                "snapshot-1.tar.zst",
+                1 << 20,
+                d.dir.path(),
+                sha.as_deref(),
+            )
+            .await
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_dead_manager_is_restored_from_its_newest_copy_in_swift() {
+    let _g = shared();
+    let d = Deployed::new("remote");
+    d.wait_manager_ready();
+    d.write_through_server("data/copy.txt", "in the off-host copy\n");
+    let container = format!("cfy-recover-test-{}", std::process::id());
+    copy_off_host(&d, &container);
+    // Written after the copy: only a restore of the copy brings the old content back.
+    d.write_through_server("data/copy.txt", "changed after the copy\n");
+    os().cli(
+        "cfy-demo-admin",
+        &[
+            "server",
+            "set",
+            "--state",
+            "error",
+            "--auto-approve",
+            &d.server_id,
+        ],
+    );
+    until(
+        "the guest to die with its server",
+        std::time::Duration::from_secs(30),
+        || d.guests.running_server().is_none().then_some(()),
+    );
+    let out = d.recover(&["--remote-snapshots", &container]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    d.assert_recovered();
+    let j = d.journal();
+    let snap = step(&j, "snapshot");
+    assert_eq!(snap["state"], "done", "{snap:#}");
+    assert!(
+        snap["note"]
+            .as_str()
+            .unwrap_or("")
+            .contains(&format!("swift://{container}/snapshot-1.tar.zst")),
+        "{snap:#}"
+    );
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/copy.txt").as_deref(),
+        Some("in the off-host copy\n"),
+        "the copy was restored"
+    );
+    d.print_benchmark("remote-copy");
+}

@@ -214,6 +214,19 @@ impl Cloud {
         })
     }
 
+    /// An object-store client on the same credentials (its own token), for the manager's
+    /// off-host snapshot copies.
+    pub fn swift(&self) -> Result<cfy_openstack::swift::Swift, cfy_openstack::swift::SwiftError> {
+        let session = cfy_openstack::session::Session::new(
+            self.session.credentials().clone(),
+            self.policy.timeout,
+        )?;
+        cfy_openstack::swift::Swift::new(
+            std::sync::Arc::new(session),
+            cfy_openstack::swift::RetryPolicy::default(),
+        )
+    }
+
     pub fn credentials_source(&self) -> &str {
         &self.session.credentials().source
     }

@@ -29,6 +29,9 @@ pub struct Os {
 
 static OS: OnceLock<Os> = OnceLock::new();
 
+/// Serialises `up` between test binaries.
+pub const UP_LOCK: &str = "/tmp/cfy-openstack-up-o.lock";
+
 /// Tests that change the cloud for everyone (quotas, compute services) take it for writing.
 static CLOUD_WIDE: RwLock<()> = RwLock::new(());
 
@@ -48,8 +51,9 @@ pub fn os() -> &'static Os {
     OS.get_or_init(|| {
         let script = repo_root().join("scripts/openstack.sh");
         let t = Instant::now();
+        // -o: the daemons started must not inherit the lock (they would hold it forever).
         let out = Command::new("flock")
-            .arg("/tmp/cfy-openstack-up.lock")
+            .args(["-o", UP_LOCK])
             .arg("bash")
             .arg(&script)
             .args(["up", "compute"])
