@@ -84,6 +84,9 @@ pub(crate) struct State {
     tx: mpsc::UnboundedSender<Msg>,
     shutdown: Option<Shutdown>,
     pub required_failed: Vec<String>,
+    /// The first required service that failed for good and why (`exited 1`, `killed by
+    /// SIGSEGV`, `crash loop: 5 restarts in 60 s`): it ended the run.
+    pub ended_by: Option<(String, String)>,
     /// The `run -- CMD` service, its exit code, or the code for a failed spawn.
     pub main: Option<String>,
     pub main_exit: Option<i32>,
@@ -112,6 +115,7 @@ pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedRece
         tx: tx.clone(),
         shutdown: None,
         required_failed: Vec::new(),
+        ended_by: None,
         main: None,
         main_exit: None,
         forward: config.forward_signals,

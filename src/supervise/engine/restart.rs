@@ -48,7 +48,7 @@ impl State {
             if expected {
                 self.task_done(name);
             } else {
-                self.failed_attempt(name, format!("Exited with status {code}"));
+                self.failed_attempt(name, why_ended(status));
             }
             return;
         }
@@ -68,7 +68,7 @@ impl State {
         if !restart {
             svc.want_up = false;
             if !expected && svc.spec.required {
-                self.fail_for_good(name, format!("Exited with status {code}"));
+                self.fail_for_good(name, why_ended(status));
             }
             return;
         }
@@ -189,8 +189,30 @@ impl State {
         tracing::error!(service = name, required, "failed for good: {reason}");
         if required {
             self.required_failed.push(name.to_string());
+            if self.ended_by.is_none() {
+                let mut why = reason;
+                if let Some(first) = why.get(..1) {
+                    why.replace_range(..1, &first.to_ascii_lowercase());
+                }
+                self.ended_by = Some((name.to_string(), why));
+            }
             self.begin_shutdown(None);
         }
+    }
+}
+
+/// Why a process ended, from its raw wait status: `exited 1`, `killed by SIGSEGV`.
+pub(crate) fn why_ended(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {sig}"));
+        format!("killed by {name}")
+    } else {
+        format!("ended with wait status {status}")
     }
 }
 
