@@ -59,6 +59,8 @@ pub(crate) enum Msg {
     Shutdown(Option<i32>),
     Forward(i32),
     Deadline,
+    /// Look again whether processes left behind by exited services are gone.
+    Recheck,
 }
 
 /// State shared between the event loop and every handle.
@@ -98,6 +100,9 @@ pub(crate) struct State {
     pub pumps: Vec<tokio::task::JoinHandle<()>>,
     /// `supervise.ready_without_services`.
     pub ready_without_services: bool,
+    /// Markers of exited services' trees that still had processes: shutdown waits for
+    /// them (they got the stop signal, and SIGKILL after the stop timeout).
+    leftovers: Vec<String>,
 }
 
 struct Shutdown {
@@ -123,6 +128,7 @@ pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedRece
         next_gen: 1,
         ready_without_services: config.ready_without_services,
         pumps: Vec::new(),
+        leftovers: Vec::new(),
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
@@ -196,9 +202,29 @@ impl State {
 
     pub fn finished(&self) -> bool {
         match &self.shutdown {
-            Some(s) => s.gave_up || self.services.values().all(|s| s.pid.is_none()),
+            Some(s) => {
+                s.gave_up
+                    || (self.services.values().all(|s| s.pid.is_none()) && !self.leftovers_alive())
+            }
             None => false,
         }
+    }
+
+    /// Processes left behind by exited services still run: look again soon (only during
+    /// shutdown, bounded by the deadline).
+    fn leftovers_alive(&self) -> bool {
+        let alive = self
+            .leftovers
+            .iter()
+            .any(|m| !super::tree::members(m).is_empty());
+        if alive {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Msg::Recheck);
+            });
+        }
+        alive
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -244,6 +270,7 @@ impl State {
             Msg::Shutdown(sig) => self.begin_shutdown(sig),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Deadline => self.on_deadline(),
+            Msg::Recheck => {}
         }
     }
 

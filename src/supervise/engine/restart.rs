@@ -28,6 +28,31 @@ impl State {
         svc.cancel_timer();
         svc.cancel_probe();
         tracing::info!(service = name, pid, code, "exited");
+        if let Some(m) = svc.marker.clone() {
+            let sig = pid1::parse_signal(&svc.spec.stop_signal).unwrap_or(libc::SIGTERM);
+            let left = crate::supervise::tree::signal(&m, sig, None);
+            if left > 0 {
+                tracing::warn!(
+                    service = name,
+                    left,
+                    "left processes behind; stopping them (signal {sig}, SIGKILL after {})",
+                    humantime::format_duration(svc.spec.stop_timeout)
+                );
+                self.leftovers
+                    .retain(|m| !crate::supervise::tree::members(m).is_empty());
+                self.leftovers.push(m.clone());
+                let tx = self.tx.clone();
+                let after = svc.spec.stop_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    crate::supervise::tree::signal(&m, libc::SIGKILL, None);
+                    let _ = tx.send(super::Msg::Recheck);
+                });
+            }
+        }
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
         if svc.attach == Attach::Foreground {
             svc.state = ProcessState::Exited;
             svc.want_up = false;
