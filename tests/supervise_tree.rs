@@ -1,19 +1,21 @@
 //! A process tree no service escapes (issue 16, item 6): a service's `setsid` escapee and
 //! double-forked daemon carry its `CFY_INIT_SERVICE` marker and get the stop signal (TERM)
-//! at shutdown, before anything is killed; cfy-init waits for them. As PID 1 of a PID
-//! namespace.
+//! before anything is killed, at shutdown and on a restart; cfy-init waits for them. As
+//! PID 1 of a PID namespace and not as PID 1.
 
 #[path = "common/services.rs"]
 mod services;
 
-use services::{poll, Sandbox, PATIENCE};
+use std::path::{Path, PathBuf};
 
-#[test]
-fn setsid_and_double_forked_processes_get_term_at_shutdown() {
-    let sb = Sandbox::new();
-    let esc = sb.path("escapee");
-    let dae = sb.path("daemon");
-    let keeper = |f: &std::path::Path| {
+use services::{poll, Init, Sandbox, PATIENCE};
+
+/// A service whose shell leaves a `setsid` escapee and a double-forked daemon behind; each
+/// appends `got-term` to its file on TERM and writes `<file>.up` once it runs.
+fn leaky_config(sb: &Sandbox, tag: &str) -> (String, [PathBuf; 2]) {
+    let esc = sb.path(&format!("escapee-{tag}"));
+    let dae = sb.path(&format!("daemon-{tag}"));
+    let keeper = |f: &Path| {
         format!(
             "trap \\\"echo got-term >> {f}; exit 0\\\" TERM; echo up > {f}.up; while :; do sleep 1; done",
             f = f.display()
@@ -30,21 +32,87 @@ supervise:
         esc = keeper(&esc),
         dae = keeper(&dae),
     );
-    let mut init = sb.start(&config, &[], "tree");
-    for f in [&esc, &dae] {
+    (config, [esc, dae])
+}
+
+fn wait_up(files: &[PathBuf]) {
+    for f in files {
         let up = f.with_extension("up");
         poll("the escapee to start", PATIENCE, || {
             up.exists().then_some(())
         });
     }
-    init.signal(libc::SIGTERM);
-    let code = init.wait_exit().code().unwrap();
-    init.check(code == 0, &format!("exit {code}, want 0"));
-    for f in [&esc, &dae] {
+}
+
+fn assert_got_term(init: &Init, files: &[PathBuf]) {
+    for f in files {
         let text = std::fs::read_to_string(f).unwrap_or_default();
         init.check(
             text.contains("got-term"),
-            &format!("{} got no TERM before the end", f.display()),
+            &format!("{} got no TERM", f.display()),
         );
     }
+}
+
+fn shutdown_case(pid1: bool) {
+    let sb = Sandbox::new();
+    let (config, files) = leaky_config(&sb, "a");
+    let mut init = if pid1 {
+        sb.start(&config, &[], "tree")
+    } else {
+        sb.start_not_pid1(&config, "tree")
+    };
+    wait_up(&files);
+    init.signal(libc::SIGTERM);
+    let code = init.wait_exit().code().unwrap();
+    init.check(code == 0, &format!("exit {code}, want 0"));
+    assert_got_term(&init, &files);
+}
+
+#[test]
+fn setsid_and_double_forked_processes_get_term_at_shutdown_as_pid1() {
+    shutdown_case(true);
+}
+
+#[test]
+fn setsid_and_double_forked_processes_get_term_at_shutdown_not_as_pid1() {
+    shutdown_case(false);
+}
+
+fn restart_case(pid1: bool) {
+    let sb = Sandbox::new();
+    let (config, old) = leaky_config(&sb, "a");
+    let mut init = if pid1 {
+        sb.start(&config, &[], "tree")
+    } else {
+        sb.start_not_pid1(&config, "tree")
+    };
+    wait_up(&old);
+    // A changed definition restarts the service (stop, then start) on SIGHUP.
+    let (config, new) = leaky_config(&sb, "b");
+    sb.write("tree.config.yaml", &config);
+    init.signal(libc::SIGHUP);
+    wait_up(&new);
+    for f in &old {
+        poll("the old tree to get TERM", PATIENCE, || {
+            std::fs::read_to_string(f)
+                .ok()
+                .filter(|t| t.contains("got-term"))
+                .map(|_| ())
+        });
+    }
+    init.signal(libc::SIGTERM);
+    let code = init.wait_exit().code().unwrap();
+    init.check(code == 0, &format!("exit {code}, want 0"));
+    assert_got_term(&init, &new);
+}
+
+#[test]
+fn setsid_and_double_forked_processes_get_term_on_restart_as_pid1() {
+    restart_case(true);
+}
+
+#[test]
+fn setsid_and_double_forked_processes_get_term_on_restart_not_as_pid1() {
+    restart_case(false);
 }
