@@ -8,7 +8,7 @@ mod services;
 
 use std::path::{Path, PathBuf};
 
-use services::{poll, Init, Sandbox, PATIENCE};
+use services::{poll, Init, Sandbox, BIN, PATIENCE};
 
 /// A service whose shell leaves a `setsid` escapee and a double-forked daemon behind; each
 /// appends `got-term` to its file on TERM and writes `<file>.up` once it runs.
@@ -63,6 +63,28 @@ fn shutdown_case(pid1: bool) {
         sb.start_not_pid1(&config, "tree")
     };
     wait_up(&files);
+    // `status` counts the whole tree: the main `sleep` and both keepers at least.
+    let processes = poll("status to answer", PATIENCE, || {
+        let out = std::process::Command::new(BIN)
+            .arg("--root")
+            .arg(sb.dir.path())
+            .arg("--config")
+            .arg(sb.path("tree.config.yaml"))
+            .args(["status", "--json"])
+            .env_remove("CFY_INIT_HOOKS_URL")
+            .output()
+            .ok()?;
+        let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+        v["services"]
+            .as_array()?
+            .iter()
+            .find(|s| s["name"] == "leaky")?["processes"]
+            .as_u64()
+    });
+    init.check(
+        processes >= 3,
+        &format!("status: {processes} processes, want >= 3"),
+    );
     init.signal(libc::SIGTERM);
     let code = init.wait_exit().code().unwrap();
     init.check(code == 0, &format!("exit {code}, want 0"));

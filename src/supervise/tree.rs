@@ -33,6 +33,34 @@ pub fn members(marker: &str) -> Vec<i32> {
         .collect()
 }
 
+/// How many processes each marker has, in one scan of `/proc` (for `status`).
+pub fn counts(markers: &[String]) -> Vec<usize> {
+    let wants: Vec<Vec<u8>> = markers
+        .iter()
+        .map(|m| format!("{MARKER_VAR}={m}\0").into_bytes())
+        .collect();
+    let mut out = vec![0; markers.len()];
+    let Ok(dir) = fs::read_dir("/proc") else {
+        return out;
+    };
+    let me = std::process::id() as i32;
+    for pid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok()) {
+        if pid == me || pid <= 1 {
+            continue;
+        }
+        let Ok(env) = fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        for (i, want) in wants.iter().enumerate() {
+            if env.windows(want.len()).any(|w| w == want.as_slice()) {
+                out[i] += 1;
+                break;
+            }
+        }
+    }
+    out
+}
+
 /// Send `sig` to every process of `marker` but `except`; how many got it.
 pub fn signal(marker: &str, sig: i32, except: Option<i32>) -> usize {
     let mut n = 0;
