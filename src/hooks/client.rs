@@ -256,7 +256,7 @@ pub fn render_status(v: &Value) -> String {
             s(&step["detail"])
         );
     }
-    out += "\nSERVICE                  STATE     READY  PID      RESTARTS  UPTIME        LAST EXIT  WHY\n";
+    out += "\nSERVICE                  STATE     READY  PID      PROCS  RESTARTS  UPTIME        LAST EXIT  WHY\n";
     for svc in v["services"].as_array().into_iter().flatten() {
         let uptime = svc["uptime"].as_u64().map(human_secs).unwrap_or("-".into());
         let ready = match (svc["ready"].as_bool(), svc["state"].as_str()) {
@@ -265,11 +265,12 @@ pub fn render_status(v: &Value) -> String {
             _ => "no",
         };
         out += &format!(
-            "{:<24} {:<9} {:<6} {:<8} {:<9} {:<13} {:<10} {}\n",
+            "{:<24} {:<9} {:<6} {:<8} {:<6} {:<9} {:<13} {:<10} {}\n",
             s(&svc["name"]),
             s(&svc["state"]),
             ready,
             s(&svc["pid"]),
+            s(&svc["processes"]),
             s(&svc["restarts"]),
             uptime,
             s(&svc["last_exit_code"]),

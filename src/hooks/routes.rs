@@ -182,6 +182,8 @@ struct ServiceView {
     info: ServiceInfo,
     /// Seconds since the current process started (running services only).
     uptime: Option<u64>,
+    /// Processes of the service's tree now (escapees of `setsid` and double forks too).
+    processes: usize,
 }
 
 #[derive(Serialize)]
@@ -211,6 +213,7 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
+    let counts = s.control.process_counts();
     let services: Vec<ServiceView> = s
         .control
         .status()
@@ -218,6 +221,7 @@ async fn status(State(s): State<AppState>) -> impl IntoResponse {
         .into_iter()
         .map(|info| ServiceView {
             uptime: info.pid.map(|_| now.saturating_sub(info.start_time)),
+            processes: counts.get(&info.name).copied().unwrap_or(0),
             info,
         })
         .collect();

@@ -19,9 +19,16 @@ pub trait ServiceControl: Send + Sync + 'static {
     /// True when a PID-1 reaper owns `waitpid` in this process, so child commands must be
     /// run through [`crate::pid1::output`].
     fn owns_reaping(&self) -> bool;
+    /// Processes of each service's tree, by name (one `/proc` scan; for `GET /status`).
+    fn process_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        Default::default()
+    }
 }
 
 impl ServiceControl for SupervisorHandle {
+    fn process_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        SupervisorHandle::process_counts(self)
+    }
     fn status(&self) -> BoxFuture<'_, Vec<ServiceInfo>> {
         SupervisorHandle::status(self).boxed()
     }

@@ -88,6 +88,20 @@ impl SupervisorHandle {
         self.status_now()
     }
 
+    /// How many processes each service has (its whole tree, escapees included), by name:
+    /// one scan of `/proc`, made only when asked (`GET /status`).
+    pub fn process_counts(&self) -> std::collections::BTreeMap<String, usize> {
+        let (names, markers): (Vec<String>, Vec<String>) = {
+            let st = self.shared.lock();
+            st.services
+                .values()
+                .filter_map(|s| Some((s.spec.name.clone(), s.marker.clone()?)))
+                .unzip()
+        };
+        let counts = super::tree::counts(&markers);
+        names.into_iter().zip(counts).collect()
+    }
+
     /// Every service, in start order (without awaiting; for synchronous callers).
     pub fn status_now(&self) -> Vec<ServiceInfo> {
         let st = self.shared.lock();

@@ -23,6 +23,7 @@ pub mod order;
 pub mod readiness;
 mod runner;
 pub mod spawn;
+pub mod tree;
 pub use handle::{Origin, SupervisorHandle, SupervisorStats};
 pub use runner::{run, RunError, Runner, Task};
 

@@ -151,15 +151,29 @@ impl<'a> Runner<'a> {
         .await;
         // ...and the writer thread write them out before the last line and the exit.
         super::logs::flush(std::time::Duration::from_secs(2));
-        let code = shared.lock().exit_code();
+        let (code, ended_by) = {
+            let st = shared.lock();
+            (st.exit_code(), st.ended_by.clone())
+        };
         let reaper = pid1::reaper();
-        tracing::info!(
-            code,
-            reaped = reaper.reaped(),
-            orphans = reaper.orphans(),
-            dropped_log_lines = super::logs::dropped_lines(),
-            "supervisor finished"
-        );
+        // The last line says what ended the run: a required service and why, else a clean
+        // shutdown.
+        match ended_by {
+            Some((service, why)) => tracing::error!(
+                code,
+                reaped = reaper.reaped(),
+                orphans = reaper.orphans(),
+                dropped_log_lines = super::logs::dropped_lines(),
+                "supervisor finished: required service {service} {why}"
+            ),
+            None => tracing::info!(
+                code,
+                reaped = reaper.reaped(),
+                orphans = reaper.orphans(),
+                dropped_log_lines = super::logs::dropped_lines(),
+                "supervisor finished"
+            ),
+        }
         Ok(code)
     }
 }

@@ -42,9 +42,11 @@ struct Identity {
 pub fn spawn(
     spec: &ServiceSpec,
     attach: Attach,
+    marker: &str,
     on_exit: crate::pid1::Claim,
 ) -> Result<Spawned, String> {
     let mut cmd = command_for(spec, attach)?;
+    cmd.env(super::tree::MARKER_VAR, marker);
     let child = crate::pid1::reaper()
         .spawn(&mut cmd, on_exit)
         .map_err(|e| spawn_error_text(spec, &e))?;

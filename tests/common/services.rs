@@ -122,13 +122,37 @@ impl Sandbox {
         main: &[&str],
         log_name: &str,
     ) -> Init {
+        self.start_in(true, config_yaml, flags, main, log_name)
+    }
+
+    /// [`Sandbox::start`] not as PID 1: cfy-init as a plain child of the test (it makes
+    /// itself child subreaper).
+    pub fn start_not_pid1(&self, config_yaml: &str, log_name: &str) -> Init {
+        let mut init = self.start_in(false, config_yaml, &[], &[], log_name);
+        init.init_pid = Some(init.child.id() as i32);
+        init
+    }
+
+    fn start_in(
+        &self,
+        pid1: bool,
+        config_yaml: &str,
+        flags: &[&str],
+        main: &[&str],
+        log_name: &str,
+    ) -> Init {
         let config = self.write(&format!("{log_name}.config.yaml"), config_yaml);
         let log = self.path(log_name);
         let logf = fs::File::create(&log).unwrap();
-        let mut cmd = Command::new("unshare");
-        cmd.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
-            .arg(BIN)
-            .arg("--root")
+        let mut cmd = if pid1 {
+            let mut c = Command::new("unshare");
+            c.args(["--pid", "--fork", "--mount-proc", "--kill-child"])
+                .arg(BIN);
+            c
+        } else {
+            Command::new(BIN)
+        };
+        cmd.arg("--root")
             .arg(self.dir.path())
             .arg("--config")
             .arg(&config)

@@ -107,7 +107,9 @@ impl State {
         svc.cancel_probe();
         svc.health = Default::default();
         svc.exitstatus = None; // supervisord clears it on every spawn
-        match spawn::spawn(&svc.spec, svc.attach, on_exit) {
+        let marker = crate::supervise::tree::marker(name, gen);
+        svc.marker = Some(marker.clone());
+        match spawn::spawn(&svc.spec, svc.attach, &marker, on_exit) {
             Ok(sp) => {
                 tracing::info!(service = name, pid = sp.pid, "started");
                 svc.pid = Some(sp.pid);
@@ -219,6 +221,9 @@ impl State {
                     );
                     kill_group(pid, libc::SIGKILL);
                     kill_pid(pid, libc::SIGKILL);
+                    if let Some(m) = &svc.marker {
+                        crate::supervise::tree::signal(m, libc::SIGKILL, Some(pid));
+                    }
                 }
             }
             _ => {}

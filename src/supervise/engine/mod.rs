@@ -59,6 +59,8 @@ pub(crate) enum Msg {
     Shutdown(Option<i32>),
     Forward(i32),
     Deadline,
+    /// Look again whether processes left behind by exited services are gone.
+    Recheck,
 }
 
 /// State shared between the event loop and every handle.
@@ -84,6 +86,9 @@ pub(crate) struct State {
     tx: mpsc::UnboundedSender<Msg>,
     shutdown: Option<Shutdown>,
     pub required_failed: Vec<String>,
+    /// The first required service that failed for good and why (`exited 1`, `killed by
+    /// SIGSEGV`, `crash loop: 5 restarts in 60 s`): it ended the run.
+    pub ended_by: Option<(String, String)>,
     /// The `run -- CMD` service, its exit code, or the code for a failed spawn.
     pub main: Option<String>,
     pub main_exit: Option<i32>,
@@ -95,6 +100,9 @@ pub(crate) struct State {
     pub pumps: Vec<tokio::task::JoinHandle<()>>,
     /// `supervise.ready_without_services`.
     pub ready_without_services: bool,
+    /// Markers of exited services' trees that still had processes: shutdown waits for
+    /// them (they got the stop signal, and SIGKILL after the stop timeout).
+    leftovers: Vec<String>,
 }
 
 struct Shutdown {
@@ -112,6 +120,7 @@ pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedRece
         tx: tx.clone(),
         shutdown: None,
         required_failed: Vec::new(),
+        ended_by: None,
         main: None,
         main_exit: None,
         forward: config.forward_signals,
@@ -119,6 +128,7 @@ pub(crate) fn new(config: &SuperviseConfig) -> (Arc<Shared>, mpsc::UnboundedRece
         next_gen: 1,
         ready_without_services: config.ready_without_services,
         pumps: Vec::new(),
+        leftovers: Vec::new(),
     };
     let shared = Arc::new(Shared {
         state: Mutex::new(state),
@@ -192,9 +202,29 @@ impl State {
 
     pub fn finished(&self) -> bool {
         match &self.shutdown {
-            Some(s) => s.gave_up || self.services.values().all(|s| s.pid.is_none()),
+            Some(s) => {
+                s.gave_up
+                    || (self.services.values().all(|s| s.pid.is_none()) && !self.leftovers_alive())
+            }
             None => false,
         }
+    }
+
+    /// Processes left behind by exited services still run: look again soon (only during
+    /// shutdown, bounded by the deadline).
+    fn leftovers_alive(&self) -> bool {
+        let alive = self
+            .leftovers
+            .iter()
+            .any(|m| !super::tree::members(m).is_empty());
+        if alive {
+            let tx = self.tx.clone();
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                let _ = tx.send(Msg::Recheck);
+            });
+        }
+        alive
     }
 
     pub fn is_shutting_down(&self) -> bool {
@@ -240,6 +270,7 @@ impl State {
             Msg::Shutdown(sig) => self.begin_shutdown(sig),
             Msg::Forward(sig) => self.forward(sig),
             Msg::Deadline => self.on_deadline(),
+            Msg::Recheck => {}
         }
     }
 

@@ -28,6 +28,31 @@ impl State {
         svc.cancel_timer();
         svc.cancel_probe();
         tracing::info!(service = name, pid, code, "exited");
+        if let Some(m) = svc.marker.clone() {
+            let sig = pid1::parse_signal(&svc.spec.stop_signal).unwrap_or(libc::SIGTERM);
+            let left = crate::supervise::tree::signal(&m, sig, None);
+            if left > 0 {
+                tracing::warn!(
+                    service = name,
+                    left,
+                    "left processes behind; stopping them (signal {sig}, SIGKILL after {})",
+                    humantime::format_duration(svc.spec.stop_timeout)
+                );
+                self.leftovers
+                    .retain(|m| !crate::supervise::tree::members(m).is_empty());
+                self.leftovers.push(m.clone());
+                let tx = self.tx.clone();
+                let after = svc.spec.stop_timeout;
+                tokio::spawn(async move {
+                    tokio::time::sleep(after).await;
+                    crate::supervise::tree::signal(&m, libc::SIGKILL, None);
+                    let _ = tx.send(super::Msg::Recheck);
+                });
+            }
+        }
+        let Some(svc) = self.services.get_mut(name) else {
+            return;
+        };
         if svc.attach == Attach::Foreground {
             svc.state = ProcessState::Exited;
             svc.want_up = false;
@@ -48,7 +73,7 @@ impl State {
             if expected {
                 self.task_done(name);
             } else {
-                self.failed_attempt(name, format!("Exited with status {code}"));
+                self.failed_attempt(name, why_ended(status));
             }
             return;
         }
@@ -68,7 +93,7 @@ impl State {
         if !restart {
             svc.want_up = false;
             if !expected && svc.spec.required {
-                self.fail_for_good(name, format!("Exited with status {code}"));
+                self.fail_for_good(name, why_ended(status));
             }
             return;
         }
@@ -189,8 +214,30 @@ impl State {
         tracing::error!(service = name, required, "failed for good: {reason}");
         if required {
             self.required_failed.push(name.to_string());
+            if self.ended_by.is_none() {
+                let mut why = reason;
+                if let Some(first) = why.get(..1) {
+                    why.replace_range(..1, &first.to_ascii_lowercase());
+                }
+                self.ended_by = Some((name.to_string(), why));
+            }
             self.begin_shutdown(None);
         }
+    }
+}
+
+/// Why a process ended, from its raw wait status: `exited 1`, `killed by SIGSEGV`.
+pub(crate) fn why_ended(status: i32) -> String {
+    if libc::WIFEXITED(status) {
+        format!("exited {}", libc::WEXITSTATUS(status))
+    } else if libc::WIFSIGNALED(status) {
+        let sig = libc::WTERMSIG(status);
+        let name = nix::sys::signal::Signal::try_from(sig)
+            .map(|s| s.as_str().to_string())
+            .unwrap_or_else(|_| format!("signal {sig}"));
+        format!("killed by {name}")
+    } else {
+        format!("ended with wait status {status}")
     }
 }
 

@@ -54,6 +54,8 @@ pub(crate) struct Service {
     /// Results of the health checks since the current process started.
     pub(super) health: Health,
     pub tails: Arc<Tails>,
+    /// `CFY_INIT_SERVICE` of the current (or last) start: finds its whole process tree.
+    pub marker: Option<String>,
 }
 
 /// Check results of the current process (reset at each start).
@@ -109,6 +111,7 @@ impl Service {
             probe_gen: 0,
             health: Health::default(),
             tails: Arc::new(Tails::default()),
+            marker: None,
         }
     }
 

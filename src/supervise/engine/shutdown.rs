@@ -28,6 +28,10 @@ impl State {
         } else {
             kill_pid(pid, sig);
         }
+        // The rest of its tree (setsid escapees, double-forked daemons) gets it too.
+        if let Some(m) = &svc.marker {
+            crate::supervise::tree::signal(m, sig, Some(pid));
+        }
         let timeout = svc.spec.stop_timeout;
         self.schedule(name, timeout);
     }
@@ -120,6 +124,9 @@ impl State {
                 tracing::warn!(service = %name, pid, "shutdown deadline passed; killing");
                 kill_group(pid, libc::SIGKILL);
                 kill_pid(pid, libc::SIGKILL);
+            }
+            if let Some(m) = &svc.marker {
+                crate::supervise::tree::signal(m, libc::SIGKILL, None);
             }
         }
         let tx = self.tx.clone();
