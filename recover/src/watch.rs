@@ -14,7 +14,9 @@
 //! rebuild), so the lease outlives both the manager's server and the watcher's host, and
 //! needs no object store. It holds the owner id, an expiry and the time of the last
 //! recovery (so the cooldown survives a watcher moving hosts). The write is read back
-//! before acting: two watchers racing for an expired lease cannot both see their own id.
+//! before acting, which narrows but does not close the race of two watchers taking an
+//! expired lease in the same instant; Neutron's `If-Match: revision_number` would make it a
+//! strict compare-and-swap (not used yet: the cloud client sends no conditional headers).
 
 use std::collections::BTreeMap;
 use std::future::Future;
