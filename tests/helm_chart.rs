@@ -305,7 +305,19 @@ fn all_options_use_the_existing_secret_and_add_the_recovery_sidecar() {
     // The sidecar shares the control socket's emptyDir and sees the snapshot volume; it runs
     // cfy-recover (its image's entry point) with the configured arguments.
     let sidecar = container(pod, "recovery");
-    assert_eq!(sidecar["args"], json!(["watch"]));
+    // The args are the real CLI's (`cfy-recover watch --inventory FILE ...`).
+    assert_eq!(
+        sidecar["args"],
+        json!([
+            "watch",
+            "--inventory",
+            "/var/lib/cfy-recover/inventory.json",
+            "--failures",
+            "3",
+            "--cooldown",
+            "1h"
+        ])
+    );
     assert!(
         sidecar.get("command").is_none(),
         "no shell loop: {}",

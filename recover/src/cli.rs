@@ -1,4 +1,4 @@
-//! `cfy-recover` command line: plan, recover, status, resume. The only place (with main.rs)
+//! `cfy-recover` command line: plan, recover, status, resume, inventory, watch. The only place (with main.rs)
 //! that uses `anyhow`. Exit codes: 0 done, 1 stopped (journal kept, `resume` continues),
 //! 2 refused or bad input (nothing changed).
 
@@ -13,6 +13,7 @@ use crate::cloud::{Cloud, Policy};
 use crate::flow::{self, AddressChoice, FlowError, Options, Runner, SnapshotChoice, Waits};
 use crate::inventory::{self, Inventory};
 use crate::journal::{self, Journal, JOURNAL_FILE};
+use crate::watch::{Policy as WatchPolicy, WatchOptions};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,6 +75,53 @@ pub enum Command {
     /// The manager's inventory (what a rebuild needs when its server is gone).
     #[command(subcommand)]
     Inventory(InventoryCommand),
+    /// Watch the manager and rebuild it from the inventory when it failed for --failures
+    /// intervals and the cloud confirms its server is unhealthy. Runs until stopped.
+    Watch(WatchArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct WatchArgs {
+    /// The manager's inventory (`inventory save`); re-read every interval, refreshed by
+    /// each recovery, so the watcher follows the new server.
+    #[arg(long)]
+    pub inventory: PathBuf,
+    /// Time between two probes of the manager and the cloud.
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub interval: Duration,
+    /// Failed intervals in a row (with the cloud confirming) before a recovery.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub failures: u32,
+    /// Least time between two recoveries (kept in the lease: shared by all watchers).
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub cooldown: Duration,
+    /// How long the watcher lease lasts unless renewed (default: 3 intervals).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    pub lease_ttl: Option<Duration>,
+    /// This watcher's id in the lease (default: HOSTNAME:PID).
+    #[arg(long)]
+    pub owner: Option<String>,
+    /// Port of the manager's hooks API (`/healthz` on its fixed and floating IPs).
+    #[arg(long, default_value_t = 8090)]
+    pub manager_port: u16,
+    /// Timeout of one `/healthz` probe.
+    #[arg(long, default_value = "3s", value_parser = humantime::parse_duration)]
+    pub probe_timeout: Duration,
+    /// Which address the recovery waits on for readiness.
+    #[arg(long, value_enum, default_value = "fixed")]
+    pub manager_address: AddressChoice,
+    /// File holding the hooks API bearer token (for the recovery's snapshot restore).
+    #[arg(long)]
+    pub manager_token_file: Option<PathBuf>,
+    /// Longest wait for the rebuilt manager to become ready.
+    #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
+    pub ready_timeout: Duration,
+    /// Write Prometheus text metrics here every interval (node-exporter textfile format).
+    #[arg(long)]
+    pub metrics_file: Option<PathBuf>,
+    /// Stop after this many recoveries (default: never).
+    #[arg(long)]
+    pub max_recoveries: Option<u64>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -323,28 +371,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                         .into()
                 ));
             }
-            let _lock = journal::lock_state_dir(&state_dir)?;
-            if let Some(old) = Journal::load(&path)? {
-                if !old.finished {
-                    anyhow::bail!(FlowError::Refused(format!(
-                        "{}: recovery {} of {} is unfinished: run `cfy-recover resume` (or `status`)",
-                        path.display(),
-                        old.run_id,
-                        old.old_server.name
-                    )));
-                }
-                let done = state_dir.join(format!("journal-{}.json", old.run_id));
-                std::fs::rename(&path, &done)
-                    .with_context(|| format!("archiving {}", path.display()))?;
-            }
-            let cloud = connect(&cli, cli.os_cloud.as_deref())?;
-            let plan = flow::inspect(&cloud, &options(&cli, target)).await?;
-            if !cli.json {
-                print_plan(&plan, false);
-            }
-            plan.journal.save(&path)?;
-            run(&cli, &cloud, plan.journal, path, state_dir.clone()).await
+            recover(&cli, target).await
         }
+        Command::Watch(w) => watch(&cli, w).await,
         Command::Resume => {
             let _lock = journal::lock_state_dir(&state_dir)?;
             let j = Journal::load(&path)?.ok_or_else(|| {
@@ -364,6 +393,95 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             run(&cli, &cloud, j, path, state_dir.clone()).await
         }
     }
+}
+
+/// `recover --yes`: the one rebuild path (also the watcher's).
+async fn recover(cli: &Cli, target: &Target) -> anyhow::Result<ExitCode> {
+    let state_dir = state_dir(cli);
+    let path = state_dir.join(JOURNAL_FILE);
+    let _lock = journal::lock_state_dir(&state_dir)?;
+    if let Some(old) = Journal::load(&path)? {
+        if !old.finished {
+            anyhow::bail!(FlowError::Refused(format!(
+                "{}: recovery {} of {} is unfinished: run `cfy-recover resume` (or `status`)",
+                path.display(),
+                old.run_id,
+                old.old_server.name
+            )));
+        }
+        let done = state_dir.join(format!("journal-{}.json", old.run_id));
+        std::fs::rename(&path, &done).with_context(|| format!("archiving {}", path.display()))?;
+    }
+    let cloud = connect(cli, cli.os_cloud.as_deref())?;
+    let plan = flow::inspect(&cloud, &options(cli, target)).await?;
+    if !cli.json {
+        print_plan(&plan, false);
+    }
+    plan.journal.save(&path)?;
+    run(cli, &cloud, plan.journal, path, state_dir.clone()).await
+}
+
+fn watch_options(w: &WatchArgs) -> WatchOptions {
+    WatchOptions {
+        inventory: w.inventory.clone(),
+        interval: w.interval,
+        policy: WatchPolicy {
+            failures: w.failures,
+            cooldown: w.cooldown,
+        },
+        lease_ttl: w.lease_ttl.unwrap_or(w.interval * 3),
+        owner: w.owner.clone().unwrap_or_else(default_owner),
+        manager_port: w.manager_port,
+        probe_timeout: w.probe_timeout,
+        metrics_file: w.metrics_file.clone(),
+        max_recoveries: w.max_recoveries,
+    }
+}
+
+fn default_owner() -> String {
+    // HOSTNAME is the pod's name under Kubernetes; the kernel's otherwise.
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .or_else(|| std::fs::read_to_string("/proc/sys/kernel/hostname").ok())
+        .map(|h| h.trim().to_owned())
+        .filter(|h| !h.is_empty())
+        .unwrap_or_else(|| "unknown".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// The recovery the watcher starts: `recover --inventory FILE --yes` for the server the
+/// inventory names now.
+fn watch_target(w: &WatchArgs) -> anyhow::Result<Target> {
+    let inv = Inventory::load(&w.inventory)?;
+    Ok(Target {
+        server: inv.server.id,
+        snapshot: None,
+        take_snapshot: false,
+        no_snapshot: false,
+        accept_new_ip: false,
+        manager_url: None,
+        manager_port: w.manager_port,
+        manager_address: w.manager_address,
+        manager_token_file: w.manager_token_file.clone(),
+        ready_timeout: w.ready_timeout,
+        floating_ip: None,
+        user_data: None,
+        inventory: Some(w.inventory.clone()),
+    })
+}
+
+async fn watch(cli: &Cli, w: &WatchArgs) -> anyhow::Result<ExitCode> {
+    let cloud = connect(cli, cli.os_cloud.as_deref())?;
+    let recover_once = || async move {
+        let target = watch_target(w).map_err(|e| format!("{e:#}"))?;
+        match recover(cli, &target).await {
+            Ok(code) if code == ExitCode::SUCCESS => Ok(()),
+            Ok(_) => Err("the recovery stopped (see its report; `cfy-recover resume`)".into()),
+            Err(e) => Err(format!("{e:#}")),
+        }
+    };
+    crate::watch::run(&cloud, &watch_options(w), recover_once).await?;
+    Ok(ExitCode::SUCCESS)
 }
 
 async fn run(

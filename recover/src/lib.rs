@@ -14,6 +14,7 @@
 //! | [`flow`]    | the resumable steps                                                |
 //! | [`report`]  | the end-of-run report: steps, every attempt, total wall time        |
 //! | [`checks`]  | plan's quota and reachability checks                              |
+//! | [`watch`]   | the watcher that heals: decisions, lease, metrics, polling loop     |
 //! | [`cli`]     | the command line                                                   |
 //! | [`sim`]     | the OpenStack simulator used by the tests (and `openstack-sim`)    |
 
@@ -28,6 +29,7 @@ pub mod manager;
 pub mod plan;
 pub mod report;
 pub mod sim;
+pub mod watch;
 
 /// Credentials live in the crate shared with cfy-init.
 pub use cfy_openstack::creds;

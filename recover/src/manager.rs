@@ -89,6 +89,11 @@ impl Manager {
         }
     }
 
+    /// `/healthz` within `timeout`, or why not (the watcher logs the reason).
+    pub async fn healthy(&self, timeout: Duration) -> Result<(), String> {
+        self.probe("/healthz", timeout).await
+    }
+
     /// Does the manager still answer at all?
     pub async fn alive(&self) -> bool {
         self.probe("/healthz", Duration::from_secs(3)).await.is_ok()

@@ -81,6 +81,7 @@ fn bad_inputs_are_refused_before_any_change() {
                 created_at: "2024-01-01T00:00:00Z".into(),
                 nova_created: false,
                 security_groups: vec![],
+                description: String::new(),
             },
         );
         st.fips.insert(

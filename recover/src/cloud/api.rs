@@ -278,6 +278,19 @@ impl Cloud {
         decode(&v, "floatingip", "update floating IP")
     }
 
+    /// PUT the port's description (the watcher's lease).
+    pub async fn set_port_description(&self, id: &str, text: &str) -> Result<(), CloudError> {
+        self.call(
+            Service::Network,
+            Method::PUT,
+            &format!("/ports/{id}"),
+            Some(&json!({ "port": { "description": text } })),
+            Retry::Idempotent,
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn volume(&self, id: &str) -> Result<Option<Volume>, CloudError> {
         found(
             self.get(Service::Volume, &format!("/volumes/{id}"), "volume")

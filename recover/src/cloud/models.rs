@@ -119,6 +119,9 @@ pub struct Port {
     pub host_id: Option<String>,
     #[serde(default)]
     pub security_groups: Vec<String>,
+    /// Free text; the watcher keeps its lease here (see `watch`).
+    #[serde(default)]
+    pub description: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -46,7 +46,7 @@ pub fn router(shared: Arc<Shared>) -> Router {
         ));
     let network = Router::new()
         .route("/v2.0/ports", get(list_ports).post(create_port))
-        .route("/v2.0/ports/:id", get(show_port))
+        .route("/v2.0/ports/:id", get(show_port).put(update_port))
         .route("/v2.0/floatingips", get(list_fips))
         .route("/v2.0/floatingips/:id", get(show_fip).put(update_fip));
     let volume = Router::new()
@@ -415,6 +415,7 @@ async fn create_server(
                     created_at: now_rfc3339(),
                     nova_created: true,
                     security_groups: vec!["default".into()],
+                    description: String::new(),
                 },
             );
             ports.push(pid);
@@ -848,6 +849,23 @@ async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
     }
 }
 
+/// PUT a port: only `description` is updated (the watcher's lease); the rest is ignored.
+async fn update_port(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+    let mut st = sh.state.lock().unwrap();
+    let Some(p) = st.ports.get_mut(&id) else {
+        return neutron_err(
+            StatusCode::NOT_FOUND,
+            "PortNotFound",
+            format!("Port {id} could not be found."),
+        );
+    };
+    if let Some(d) = body["port"]["description"].as_str() {
+        p.description = d.to_owned();
+    }
+    let p = p.clone();
+    Json(json!({ "port": st.render_port(&p) })).into_response()
+}
+
 async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
     let b = &body["port"];
     let mut st = sh.state.lock().unwrap();
@@ -887,6 +905,7 @@ async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
                     .collect()
             })
             .unwrap_or_default(),
+        description: String::new(),
     };
     let v = st.render_port(&port);
     st.ports.insert(id, port);

@@ -65,6 +65,8 @@ pub struct SPort {
     /// Created by Nova for a server (deleted with it). Not visible in the API, as in Neutron.
     pub nova_created: bool,
     pub security_groups: Vec<String>,
+    /// Free text (cfy-recover's watcher keeps its lease here).
+    pub description: String,
 }
 
 #[derive(Debug, Clone)]
@@ -274,7 +276,7 @@ impl State {
             "allowed_address_pairs": [],
             "extra_dhcp_opts": [],
             "security_groups": p.security_groups,
-            "description": "",
+            "description": p.description,
             "binding:host_id": p.host_id,
             "binding:vif_type": if p.host_id.is_empty() { "unbound" } else { "ovs" },
             "binding:vnic_type": "normal",
