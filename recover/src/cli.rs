@@ -116,6 +116,10 @@ pub struct WatchArgs {
     /// Longest wait for the rebuilt manager to become ready.
     #[arg(long, default_value = "15m", value_parser = humantime::parse_duration)]
     pub ready_timeout: Duration,
+    /// The Swift container of the manager's off-host snapshot copies: a failed manager
+    /// cannot take a snapshot, so the recovery restores the newest copy from here.
+    #[arg(long, value_name = "CONTAINER", env = "CFY_RECOVER_REMOTE_SNAPSHOTS")]
+    pub remote_snapshots: Option<String>,
     /// Write Prometheus text metrics here every interval (node-exporter textfile format).
     #[arg(long)]
     pub metrics_file: Option<PathBuf>,
@@ -458,6 +462,7 @@ fn watch_target(w: &WatchArgs) -> anyhow::Result<Target> {
         snapshot: None,
         take_snapshot: false,
         no_snapshot: false,
+        remote_snapshots: w.remote_snapshots.clone(),
         accept_new_ip: false,
         manager_url: None,
         manager_port: w.manager_port,
