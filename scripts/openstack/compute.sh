@@ -85,7 +85,8 @@ compute_up() {
   osc_install
   mkdir -p "$DIR"/{glance/images,glance/tasks,glance/staging,nova/state,nova/lock,neutron/state,cinder/state,cinder/lock}
   local f
-  for f in glance-api.conf placement.conf nova.conf neutron.conf linuxbridge_agent.ini cinder.conf; do
+  for f in glance-api.conf placement.conf nova.conf nova-host2.conf neutron.conf linuxbridge_agent.ini \
+    linuxbridge_agent-host2.ini cinder.conf; do
     render "$f"
   done
   print_env >"$DIR/clouds.yaml.tmp" && chmod 600 "$DIR/clouds.yaml.tmp" && mv "$DIR/clouds.yaml.tmp" "$DIR/clouds.yaml"
@@ -107,6 +108,10 @@ compute_up() {
   start nova-scheduler nova-scheduler --config-file "$E/nova.conf"
   start neutron-server neutron-server --config-file "$E/neutron.conf"
   start lb-agent neutron-linuxbridge-agent --config-file "$E/neutron.conf" --config-file "$E/linuxbridge_agent.ini"
+  # Two compute hosts (each with its agent, or Neutron refuses to bind a port there): a test
+  # can force one down and the rebuilt server still finds room on the other.
+  start lb-agent-2 neutron-linuxbridge-agent --config-file "$E/neutron.conf" \
+    --config-file "$E/linuxbridge_agent.ini" --config-file "$E/linuxbridge_agent-host2.ini"
   start cinder-api cinder-api --config-file "$E/cinder.conf"
   start cinder-scheduler cinder-scheduler --config-file "$E/cinder.conf"
   start cinder-volume cinder-volume --config-file "$E/cinder.conf"
@@ -114,6 +119,8 @@ compute_up() {
   waitport 8774
   # nova-compute without its package (which pulls libvirt and qemu): python3-nova's entry point.
   start nova-compute $PY "$HERE/openstack/nova-compute.py" --config-file "$E/nova.conf"
+  start nova-compute-2 $PY "$HERE/openstack/nova-compute.py" --config-file "$E/nova.conf" \
+    --config-file "$E/nova-host2.conf"
   waitport 9292
   waitport 9696
   waitport 8776
@@ -124,16 +131,19 @@ compute_up() {
   fi
   local i
   for i in $(seq 1 120); do
-    osa compute service list --service nova-compute -f value -c State 2>/dev/null | grep -q up && break
+    [ "$(osa compute service list --service nova-compute -f value -c State 2>/dev/null | grep -c up)" -ge 2 ] && break
     sleep 1
   done
   nova-manage --config-file "$E/nova.conf" cell_v2 discover_hosts >>"$DIR/logs/nova-manage.log" 2>&1
   compute_resources
   # A port is bound only to a live agent ("Refusing to bind port ... to dead agent").
+  local alive
   for i in $(seq 1 120); do
-    osa network agent list -f value -c Alive | grep -q True && break
+    alive=$(osa network agent list --agent-type linux-bridge -f value -c Host -c Alive | awk '$2=="True"{print $1}' | sort -u | tr '\n' ' ')
+    [ "$alive" = "fakehost1 fakehost2 " ] && break
     sleep 1
   done
-  osa network agent list -f value -c Alive | grep -q True || die "linuxbridge agent not alive"
+  [ "$alive" = "fakehost1 fakehost2 " ] || die "linuxbridge agents not alive on both hosts (alive: $alive)"
+  nova-manage --config-file "$E/nova.conf" cell_v2 discover_hosts >>"$DIR/logs/nova-manage.log" 2>&1
   log "compute up"
 }

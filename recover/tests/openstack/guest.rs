@@ -30,6 +30,8 @@ struct Inner {
     running: Mutex<Option<Running>>,
     /// The compute host is "dead": its guest is stopped and none starts there.
     host_dead: AtomicBool,
+    /// Servers whose "VM" died (their host failed): no guest runs for them any more.
+    failed: Mutex<Vec<String>>,
     aliases: Mutex<Vec<String>>,
     stop: AtomicBool,
     started: Mutex<Vec<String>>,
@@ -111,6 +113,7 @@ impl Guests {
             name: name.to_owned(),
             running: Mutex::new(None),
             host_dead: AtomicBool::new(false),
+            failed: Mutex::new(Vec::new()),
             aliases: Mutex::new(Vec::new()),
             stop: AtomicBool::new(false),
             started: Mutex::new(Vec::new()),
@@ -164,6 +167,16 @@ impl Guests {
     pub fn set_host_dead(&self, dead: bool) {
         self.inner.host_dead.store(dead, Ordering::SeqCst);
         if dead {
+            self.inner.stop_guest();
+        }
+    }
+
+    /// The VM of server `sid` died with its host: its guest is killed and none starts for
+    /// it again (a rebuilt server, elsewhere, gets one).
+    pub fn fail_server(&self, sid: &str) {
+        self.inner.failed.lock().unwrap().push(sid.to_owned());
+        let running = self.running_server();
+        if running.as_deref() == Some(sid) {
             self.inner.stop_guest();
         }
     }
@@ -224,7 +237,8 @@ impl Inner {
                 Some(s) => s["status"] == "ACTIVE" && self.volume_on(rest, &vid, &sid).await,
                 None => false,
             };
-            if !fit || self.host_dead.load(Ordering::SeqCst) {
+            let failed = self.failed.lock().unwrap().contains(&sid);
+            if !fit || failed || self.host_dead.load(Ordering::SeqCst) {
                 self.stop_guest();
             }
             return;
@@ -234,6 +248,9 @@ impl Inner {
         }
         for s in servers.iter().filter(|s| s["status"] == "ACTIVE") {
             let sid = s["id"].as_str().unwrap_or_default().to_owned();
+            if self.failed.lock().unwrap().contains(&sid) {
+                continue;
+            }
             let vols = s["os-extended-volumes:volumes_attached"]
                 .as_array()
                 .cloned()

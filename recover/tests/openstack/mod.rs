@@ -7,6 +7,7 @@
 #![allow(dead_code)]
 
 pub mod guest;
+pub mod netns;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -35,11 +36,78 @@ pub const UP_LOCK: &str = "/tmp/cfy-openstack-up-o.lock";
 /// Tests that change the cloud for everyone (quotas, compute services) take it for writing.
 static CLOUD_WIDE: RwLock<()> = RwLock::new(());
 
-pub fn shared() -> RwLockReadGuard<'static, ()> {
-    CLOUD_WIDE.read().unwrap_or_else(|e| e.into_inner())
+/// The same between test binaries (and worktrees): a shared or exclusive `flock`.
+pub const WIDE_LOCK: &str = "/tmp/cfy-openstack-wide.lock";
+
+pub enum CloudGuard {
+    Shared(
+        RwLockReadGuard<'static, ()>,
+        nix::fcntl::Flock<std::fs::File>,
+    ),
+    Exclusive(
+        RwLockWriteGuard<'static, ()>,
+        nix::fcntl::Flock<std::fs::File>,
+    ),
 }
-pub fn exclusive() -> RwLockWriteGuard<'static, ()> {
-    CLOUD_WIDE.write().unwrap_or_else(|e| e.into_inner())
+
+fn wide_lock(arg: nix::fcntl::FlockArg) -> nix::fcntl::Flock<std::fs::File> {
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(WIDE_LOCK)
+        .unwrap();
+    nix::fcntl::Flock::lock(f, arg).unwrap_or_else(|(_, e)| panic!("flock {WIDE_LOCK}: {e}"))
+}
+
+pub fn shared() -> CloudGuard {
+    let g = CLOUD_WIDE.read().unwrap_or_else(|e| e.into_inner());
+    CloudGuard::Shared(g, wide_lock(nix::fcntl::FlockArg::LockShared))
+}
+pub fn exclusive() -> CloudGuard {
+    let g = CLOUD_WIDE.write().unwrap_or_else(|e| e.into_inner());
+    CloudGuard::Exclusive(g, wide_lock(nix::fcntl::FlockArg::LockExclusive))
+}
+
+/// A compute service forced down (`openstack compute service set --down`, as the cloud
+/// admin) until dropped, even on a failed assertion. Cloud-wide: hold [`exclusive`].
+pub struct ComputeDown {
+    pub host: String,
+}
+
+impl ComputeDown {
+    pub fn new(_exclusive: &CloudGuard, host: &str) -> ComputeDown {
+        assert!(matches!(_exclusive, CloudGuard::Exclusive(..)));
+        let down = ComputeDown { host: host.into() };
+        os().cli(
+            "cfy-admin",
+            &["compute", "service", "set", "--down", host, "nova-compute"],
+        );
+        eprintln!("--- compute service nova-compute on {host} forced down");
+        down
+    }
+}
+
+impl Drop for ComputeDown {
+    fn drop(&mut self) {
+        let out = os().cli_raw(
+            "cfy-admin",
+            &[
+                "compute",
+                "service",
+                "set",
+                "--up",
+                &self.host,
+                "nova-compute",
+            ],
+        );
+        eprintln!(
+            "--- compute service nova-compute on {} up again: {:?} {}",
+            self.host,
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
 }
 
 pub fn repo_root() -> PathBuf {
@@ -137,6 +205,15 @@ impl Os {
 
     pub fn admin(&self, args: &[&str]) -> Value {
         self.json("cfy-demo-admin", args)
+    }
+
+    /// The compute host of a server (an admin's view).
+    pub fn server_host(&self, id: &str) -> String {
+        let s = self.json("cfy-admin", &["server", "show", id]);
+        s["OS-EXT-SRV-ATTR:host"]
+            .as_str()
+            .unwrap_or_else(|| panic!("no host in {s:#}"))
+            .to_owned()
     }
 }
 

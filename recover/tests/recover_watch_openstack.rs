@@ -1,0 +1,330 @@
+//! Against the real OpenStack of scripts/openstack.sh (two fake compute hosts), the failures
+//! the simulator only imitates: the real `cfy-recover watch` healing a manager whose compute
+//! host went down, the same watcher cut off from the cloud (its own network namespace, its
+//! routes dropped by the test) never acting, `recover` with the compute service forced
+//! down, a server soft-deleted by a cloud with `reclaim_instance_interval`, and a Keystone
+//! whose tokens live 30 s. Every end state is checked with the real `openstack` CLI.
+
+mod openstack;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use openstack::netns::Netns;
+use openstack::*;
+
+/// One metric's value from the watcher's metrics file (0 when absent).
+fn metric(file: &Path, name: &str) -> u64 {
+    let text = std::fs::read_to_string(file).unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+fn decisions(kind: &str) -> String {
+    format!("cfy_recover_watch_decisions_total{{decision=\"{kind}\"}}")
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p).unwrap_or_default()
+}
+
+/// The watcher process is killed (by its own pid) even when an assertion fails.
+struct Watcher(Child);
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn save_inventory(d: &Deployed) -> PathBuf {
+    let inv = d.dir.path().join("inventory.json");
+    let out = d.run(&[
+        "inventory",
+        "save",
+        "--server",
+        &d.name,
+        "--file",
+        inv.to_str().unwrap(),
+    ]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    inv
+}
+
+/// `cfy-recover watch` with 1 s intervals, 3 failures, a 1 h cooldown, as `cloud`.
+/// Seeing a compute host down takes `host_status`: the project's admin (Nova's default
+/// policy hides it from members).
+/// `http`: cfy-recover's API-call options (timeout, retries).
+fn watch_cmd(d: &Deployed, inv: &Path, metrics: &Path, cloud: &str, http: &[&str]) -> Command {
+    let token = d.token_file.display().to_string();
+    let mut args = http.to_vec();
+    args.extend([
+        "watch",
+        "--inventory",
+        inv.to_str().unwrap(),
+        "--interval",
+        "1s",
+        "--failures",
+        "3",
+        "--cooldown",
+        "1h",
+        "--probe-timeout",
+        "1s",
+        "--manager-address",
+        "fixed",
+        "--manager-token-file",
+        &token,
+        "--ready-timeout",
+        "120s",
+        "--metrics-file",
+        metrics.to_str().unwrap(),
+    ]);
+    let mut c = d.cmd(&args);
+    c.env("OS_CLOUD", cloud).stdout(Stdio::null());
+    c
+}
+
+fn step<'a>(j: &'a serde_json::Value, name: &str) -> &'a serde_json::Value {
+    j["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["step"] == name)
+        .unwrap()
+}
+
+fn servers_named(d: &Deployed) -> Vec<String> {
+    os().member(&["server", "list", "--name", &format!("^{}$", d.name)])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["ID"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+#[test]
+fn watcher_heals_a_manager_whose_compute_host_is_down_exactly_once() {
+    let d = Deployed::new("wheal");
+    d.write_through_server("data/heal.txt", "written before the host died\n");
+    let inv = save_inventory(&d);
+    // Forcing a compute service down is cloud-wide.
+    let g = exclusive();
+    let host = os().server_host(&d.server_id);
+    d.guests.fail_server(&d.server_id);
+    let _down = ComputeDown::new(&g, &host);
+    let metrics = d.dir.path().join("watch.prom");
+    let log = d.dir.path().join("watch.log");
+    let t = Instant::now();
+    let _w = Watcher(
+        watch_cmd(&d, &inv, &metrics, "cfy-demo-admin", &[])
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    until(
+        "the watcher's recovery to finish",
+        Duration::from_secs(300),
+        || {
+            (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
+                .then_some(())
+        },
+    );
+    let healed_in = t.elapsed();
+    assert!(read(&log).contains("recovery finished"), "{}", read(&log));
+    // After it: the new manager answers; the watcher says so, and does not act again.
+    let up = metric(&metrics, &decisions("manager_up"));
+    until(
+        "3 manager_up decisions after the recovery",
+        Duration::from_secs(60),
+        || (metric(&metrics, &decisions("manager_up")) >= up + 3).then_some(()),
+    );
+    assert_eq!(metric(&metrics, "cfy_recover_watch_recoveries_total"), 1);
+    assert_eq!(metric(&metrics, &decisions("recover")), 1);
+    assert_eq!(
+        metric(&metrics, "cfy_recover_watch_recovery_failures_total"),
+        0
+    );
+    drop(_w);
+    let text = read(&log);
+    let why = text
+        .lines()
+        .find(|l| l.contains(": recovering"))
+        .unwrap_or_else(|| panic!("no recover decision logged:\n{text}"));
+    assert!(
+        why.contains("on a compute host that is DOWN") && why.contains("recovering"),
+        "the reason is named: {why}"
+    );
+    eprintln!("--- watcher: {why}");
+    let new_id = d.assert_recovered();
+    assert_ne!(os().server_host(&new_id), host, "rebuilt on another host");
+    assert_eq!(
+        servers_named(&d),
+        vec![new_id.clone()],
+        "exactly one server"
+    );
+    d.wait_manager_ready();
+    assert_eq!(d.guests.running_server().as_deref(), Some(new_id.as_str()));
+    assert_eq!(
+        d.served("data/heal.txt").as_deref(),
+        Some("written before the host died\n"),
+        "the new guest serves the old one's data"
+    );
+    let j = d.journal();
+    assert_eq!(
+        j["old_server"]["host_status"], "DOWN",
+        "the journal records why: {j:#}"
+    );
+    eprintln!(
+        "bench watch-heal  detection+recovery {:.1}s",
+        healed_in.as_secs_f64()
+    );
+    d.print_benchmark("watch-heal");
+}
+
+/// The real endpoints of the catalog (all on 127.0.0.1) and the manager's hooks port.
+fn cloud_ports() -> Vec<u16> {
+    vec![5000, 8774, 9696, 8776]
+}
+
+fn lo(port: u16) -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], port))
+}
+
+#[test]
+fn watcher_cut_off_from_the_cloud_never_acts_then_heals_once_the_route_is_back() {
+    let _g = shared();
+    let d = Deployed::new("wpart");
+    d.write_through_server("data/part.txt", "before the partition\n");
+    let inv = save_inventory(&d);
+    let metrics = d.dir.path().join("watch.prom");
+    let log = d.dir.path().join("watch.log");
+    // The watcher in a network namespace of its own: Keystone, Nova, Neutron, Cinder and
+    // the manager's hooks port reachable only through the test's forwarders.
+    // Short calls: a dropped route costs a timeout per attempt.
+    let http = [
+        "--http-timeout",
+        "2s",
+        "--retries",
+        "2",
+        "--backoff",
+        "200ms",
+    ];
+    let cmd = watch_cmd(&d, &inv, &metrics, "cfy-demo-admin", &http);
+    let mut ns = Netns::spawn(&cmd, Stdio::from(std::fs::File::create(&log).unwrap()));
+    for p in cloud_ports() {
+        ns.forward(lo(p), lo(p));
+    }
+    let manager: SocketAddr = format!("{}:{HOOKS_PORT}", d.ip).parse().unwrap();
+    ns.forward(manager, manager);
+    ns.release();
+    // Through the forwarders it sees the manager up.
+    until("manager_up decisions", Duration::from_secs(60), || {
+        (metric(&metrics, &decisions("manager_up")) >= 2).then_some(())
+    });
+    // The partition: every route out is dropped. Then the manager dies, and the cloud
+    // knows it (its server in ERROR): only a watcher that acts blind would rebuild it.
+    ns.cut();
+    d.guests.fail_server(&d.server_id);
+    os().cli(
+        "cfy-demo-admin",
+        &[
+            "server",
+            "set",
+            "--state",
+            "error",
+            "--auto-approve",
+            &d.server_id,
+        ],
+    );
+    let blind = metric(&metrics, &decisions("cloud_unreachable"));
+    until(
+        "5 cloud_unreachable decisions",
+        Duration::from_secs(180),
+        || (metric(&metrics, &decisions("cloud_unreachable")) >= blind + 5).then_some(()),
+    );
+    assert_eq!(metric(&metrics, "cfy_recover_watch_recoveries_total"), 0);
+    assert_eq!(metric(&metrics, &decisions("recover")), 0);
+    assert_eq!(metric(&metrics, "cfy_recover_watch_cloud_reachable"), 0);
+    assert!(
+        read(&log).contains("cloud unreachable, not acting"),
+        "{}",
+        read(&log)
+    );
+    assert!(
+        !d.state_dir.join("journal.json").exists(),
+        "no recovery started"
+    );
+    assert_eq!(
+        servers_named(&d),
+        vec![d.server_id.clone()],
+        "nothing changed"
+    );
+    let s = os().member(&["server", "show", &d.server_id]);
+    assert_eq!(s["status"], "ERROR", "{s:#}");
+    // The route is back: the same watcher now sees ERROR and rebuilds, once.
+    ns.heal();
+    until(
+        "the watcher's recovery to finish",
+        Duration::from_secs(300),
+        || {
+            (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
+                .then_some(())
+        },
+    );
+    assert!(read(&log).contains("recovery finished"), "{}", read(&log));
+    assert_eq!(metric(&metrics, "cfy_recover_watch_recoveries_total"), 1);
+    drop(ns);
+    let new_id = d.assert_recovered();
+    assert_eq!(servers_named(&d), vec![new_id]);
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/part.txt").as_deref(),
+        Some("before the partition\n")
+    );
+    d.print_benchmark("watch-partition");
+}
+
+#[test]
+fn recover_with_the_compute_service_forced_down_rebuilds_on_another_host() {
+    let d = Deployed::new("hostdown");
+    d.write_through_server("data/host.txt", "on the host that died\n");
+    let g = exclusive();
+    let host = os().server_host(&d.server_id);
+    d.guests.fail_server(&d.server_id);
+    let _down = ComputeDown::new(&g, &host);
+    // As the project's admin: cfy-recover sees the host DOWN (host_status).
+    let args = d.recover_args(&[]);
+    let out = d
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("OS_CLOUD", "cfy-demo-admin")
+        .output()
+        .unwrap();
+    eprintln!(
+        "--- cfy-recover recover: {:?}\n{}",
+        out.status,
+        stderr(&out)
+    );
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let new_id = d.assert_recovered();
+    assert_ne!(os().server_host(&new_id), host, "rebuilt on another host");
+    let j = d.journal();
+    assert_eq!(j["old_server"]["host_status"], "DOWN", "{j:#}");
+    for s in ["detach-volumes", "detach-ports"] {
+        assert_eq!(step(&j, s)["state"], "skipped", "{s}: {j:#}");
+        assert!(
+            step(&j, s)["note"].as_str().unwrap_or("").contains("DOWN"),
+            "{s}: {j:#}"
+        );
+    }
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/host.txt").as_deref(),
+        Some("on the host that died\n")
+    );
+    d.print_benchmark("host-down");
+}
