@@ -13,7 +13,8 @@ use crate::creds::{AuthMethod, Credentials};
 use crate::Secret;
 
 /// A token this close to its expiry is renewed before use, so that a long upload does not
-/// start a request with a token that dies in flight.
+/// start a request with a token that dies in flight; at most half the token's lifetime (a
+/// cloud with tokens shorter than twice the margin would otherwise get a login per call).
 pub const RENEW_MARGIN: Duration = Duration::from_secs(120);
 
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +35,8 @@ pub struct Token {
     pub value: Secret,
     /// `expires_at` from Keystone, when it said.
     pub expires_at: Option<SystemTime>,
+    /// `issued_at` from Keystone, when it said.
+    pub issued_at: Option<SystemTime>,
     pub catalog: Value,
     /// The project the token is scoped to (`token.project.id`), when scoped.
     pub project_id: Option<String>,
@@ -41,10 +44,12 @@ pub struct Token {
 
 impl Token {
     fn fresh(&self, now: SystemTime) -> bool {
-        match self.expires_at {
-            Some(t) => now + RENEW_MARGIN < t,
-            None => true,
-        }
+        let Some(t) = self.expires_at else {
+            return true;
+        };
+        let life = self.issued_at.and_then(|i| t.duration_since(i).ok());
+        let margin = life.map_or(RENEW_MARGIN, |l| RENEW_MARGIN.min(l / 2));
+        now + margin < t
     }
 }
 
@@ -166,14 +171,18 @@ impl Session {
         let value = value.ok_or_else(|| auth_err("no X-Subject-Token header".into()))?;
         let mut doc: Value = serde_json::from_str(&text).map_err(|e| auth_err(e.to_string()))?;
         let token = doc["token"].take();
-        let expires_at = token["expires_at"]
-            .as_str()
-            .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok());
+        let time = |k: &str| {
+            token[k]
+                .as_str()
+                .and_then(|s| humantime::parse_rfc3339_weak(s.trim_end_matches('Z')).ok())
+        };
+        let (expires_at, issued_at) = (time("expires_at"), time("issued_at"));
         self.issued
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         Ok(Token {
             value,
             expires_at,
+            issued_at,
             project_id: token["project"]["id"].as_str().map(str::to_owned),
             catalog: token["catalog"].clone(),
         })
@@ -259,11 +268,20 @@ mod tests {
         let t = |secs: u64| Token {
             value: Secret::new("t"),
             expires_at: Some(now + Duration::from_secs(secs)),
+            issued_at: None,
             catalog: Value::Null,
             project_id: None,
         };
         assert!(t(3600).fresh(now));
         assert!(!t(60).fresh(now));
+        // A 10 s token is used for its first half, not renewed before every call.
+        let short = |age: u64| Token {
+            issued_at: Some(now - Duration::from_secs(age)),
+            ..t(10 - age)
+        };
+        assert!(short(0).fresh(now));
+        assert!(short(4).fresh(now));
+        assert!(!short(6).fresh(now));
         let keystone = "2026-12-02T15:00:00.000000Z";
         assert!(humantime::parse_rfc3339_weak(keystone.trim_end_matches('Z')).is_ok());
     }

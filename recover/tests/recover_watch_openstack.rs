@@ -328,3 +328,263 @@ fn recover_with_the_compute_service_forced_down_rebuilds_on_another_host() {
     );
     d.print_benchmark("host-down");
 }
+
+/// A service of the test's own beside the cloud's (a second nova-api, a second Keystone):
+/// TERM to its pid on drop (its workers follow it), then KILL to its process group.
+struct Daemon {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Daemon {
+    fn start(mut cmd: Command, log: PathBuf) -> Daemon {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(std::fs::File::create(&log).unwrap())
+            .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+        let child = cmd.spawn().expect("start the daemon");
+        Daemon { child, log }
+    }
+
+    fn wait_http(&mut self, url: &str) {
+        until(url, Duration::from_secs(120), || {
+            if let Ok(Some(st)) = self.child.try_wait() {
+                panic!("{url}: the daemon exited ({st}):\n{}", self.tail());
+            }
+            http_get(url).map(|_| ())
+        });
+    }
+
+    fn tail(&self) -> String {
+        let text = read(&self.log.with_extension("err"));
+        let lines: Vec<&str> = text.lines().collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = nix::sys::signal::killpg(pid, nix::sys::signal::Signal::SIGKILL);
+        let _ = self.child.wait();
+    }
+}
+
+/// The cloud's state directory (configs with passwords: root only).
+fn os_dir() -> PathBuf {
+    os().logs.parent().unwrap().to_owned()
+}
+
+/// A private copy of a config, `edit`ed (it holds passwords: mode 0600).
+fn private_copy(src: &Path, dst: &Path, edit: impl Fn(String) -> String) {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let text = edit(std::fs::read_to_string(src).unwrap());
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(dst)
+        .unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+}
+
+/// The member's token (for a call the CLI cannot aim at a second endpoint).
+fn member_token() -> String {
+    os().cli("cfy-member", &["token", "issue", "-f", "value", "-c", "id"])
+        .trim()
+        .to_owned()
+}
+
+fn rest(method: &str, url: &str, token: &str) -> u16 {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        reqwest::Client::new()
+            .request(method.parse().unwrap(), url)
+            .header("X-Auth-Token", token)
+            .header("OpenStack-API-Version", "compute 2.79")
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    })
+}
+
+/// Port of the test's soft-deleting nova-api.
+const SOFT_NOVA_PORT: u16 = 18774;
+
+#[test]
+fn a_soft_deleted_server_is_force_deleted_and_rebuilt_with_its_port_and_volume() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    // A nova-api of the test's own on the same cells and RPC with `reclaim_instance_interval`
+    // set: a DELETE through it only soft-deletes (SOFT_DELETED keeps the port bound and the
+    // volume attached). The cloud's own nova-api (and nova-compute, which would reclaim)
+    // keep 0, so the other tests' deletes stay real.
+    let conf = dir.path().join("nova-soft.conf");
+    private_copy(&os_dir().join("etc/nova.conf"), &conf, |t| {
+        t.replacen(
+            "[DEFAULT]\n",
+            &format!(
+                "[DEFAULT]\nreclaim_instance_interval = 3600\n# test-owned\nosapi_compute_listen_port = {SOFT_NOVA_PORT}\n"
+            ),
+            1,
+        )
+        .replace("osapi_compute_listen_port = 8774\n", "")
+    });
+    let mut api = Command::new("nova-api");
+    api.arg("--config-file").arg(&conf);
+    let mut soft_api = Daemon::start(api, dir.path().join("nova-api-soft.log"));
+    soft_api.wait_http(&format!("http://127.0.0.1:{SOFT_NOVA_PORT}/"));
+
+    let d = Deployed::new("soft");
+    d.write_through_server("data/soft.txt", "before the soft delete\n");
+    let inv = save_inventory(&d);
+    // Deleted by hand on a cloud that soft-deletes.
+    let url = format!(
+        "http://127.0.0.1:{SOFT_NOVA_PORT}/v2.1/servers/{}",
+        d.server_id
+    );
+    assert_eq!(rest("DELETE", &url, &member_token()), 204);
+    until("SOFT_DELETED", Duration::from_secs(60), || {
+        let s = os().member(&["server", "show", &d.server_id]);
+        (s["status"] == "SOFT_DELETED").then_some(())
+    });
+    until(
+        "the guest to stop with its server",
+        Duration::from_secs(30),
+        || d.guests.running_server().is_none().then_some(()),
+    );
+    let port = os().member(&["port", "show", &d.port_id]);
+    assert_eq!(port["device_id"], d.server_id.as_str(), "still bound");
+    let vol = os().member(&["volume", "show", &d.volume_id]);
+    assert_eq!(vol["status"], "in-use", "still attached: {vol:#}");
+
+    // Nova's list leaves SOFT_DELETED servers out: by name it is gone.
+    let out = d.recover(&[]);
+    assert_eq!(exit_code(&out), Some(2), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--inventory"), "{}", stderr(&out));
+    let out = d.recover(&["--inventory", inv.to_str().unwrap()]);
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    d.assert_recovered();
+    let gone = os().cli_raw("cfy-member", &["server", "show", &d.server_id]);
+    assert!(
+        !gone.status.success(),
+        "the soft-deleted server was force-deleted, not left to be restored over the new one"
+    );
+    let j = d.journal();
+    let del = step(&j, "delete-server");
+    assert!(
+        del["note"].as_str().unwrap_or("").contains("deleted"),
+        "{del:#}"
+    );
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/soft.txt").as_deref(),
+        Some("before the soft delete\n")
+    );
+    d.print_benchmark("soft-delete");
+    drop(soft_api);
+}
+
+#[test]
+fn a_keystone_token_of_10_seconds_is_renewed_and_the_recovery_finishes() {
+    let _g = shared();
+    let dir = tempfile::tempdir().unwrap();
+    // A Keystone of the test's own on the same database and keys, whose tokens live 10 s
+    // (Nova, Neutron and Cinder validate them as any other); only cfy-recover logs in there.
+    let conf = dir.path().join("keystone-short.conf");
+    private_copy(&os_dir().join("etc/keystone.conf"), &conf, |t| {
+        let mut out = String::new();
+        for l in t.lines() {
+            if l.starts_with("expiration") {
+                out.push_str("expiration = 10\n");
+            } else {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
+    });
+    let mut ks = Command::new("uwsgi");
+    ks.env("OS_KEYSTONE_CONFIG_FILES", &conf).args([
+        "--plugin",
+        "python3",
+        "--http-socket",
+        "127.0.0.1:5011",
+        "--wsgi-file",
+        "/usr/bin/keystone-wsgi-public",
+        "--master",
+        "--processes",
+        "1",
+        "--threads",
+        "4",
+        "--lazy-apps",
+        "--die-on-term",
+        "--add-header",
+        "Connection: close",
+    ]);
+    let mut keystone = Daemon::start(ks, dir.path().join("keystone-short.log"));
+    keystone.wait_http("http://127.0.0.1:5011/v3");
+    let clouds = dir.path().join("clouds.yaml");
+    private_copy(&os().clouds, &clouds, |t| {
+        t.replace("127.0.0.1:5000", "127.0.0.1:5011")
+    });
+
+    let d = Deployed::new("token");
+    d.write_through_server("data/token.txt", "through short tokens\n");
+    let args = d.recover_args(&["--take-snapshot"]);
+    let t = Instant::now();
+    let out = d
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .env("OS_CLIENT_CONFIG_FILE", &clouds)
+        .output()
+        .unwrap();
+    let took = t.elapsed();
+    let err = stderr(&out);
+    eprintln!(
+        "--- cfy-recover recover with 10 s tokens: {:?} in {:.1}s\n{err}",
+        out.status,
+        took.as_secs_f64()
+    );
+    assert_eq!(exit_code(&out), Some(0), "{err}");
+    assert!(
+        took > Duration::from_secs(5),
+        "the run outlived half a token's life, where it is renewed ({took:?})"
+    );
+    let renewals = err
+        .matches("Keystone token near its expiry: renewing")
+        .count();
+    assert!(renewals >= 1, "renewed before expiry: {err}");
+    // Each token serves the first half of its life (not one login per call).
+    let most = took.as_secs_f64() / 5.0 + 2.0;
+    assert!(
+        renewals as f64 <= most,
+        "{renewals} renewals in {took:?}: at most {most:.0} expected"
+    );
+    d.assert_recovered();
+    d.wait_manager_ready();
+    assert_eq!(
+        d.served("data/token.txt").as_deref(),
+        Some("through short tokens\n")
+    );
+    eprintln!(
+        "bench token-10s  renewals {renewals} in {:.1}s",
+        took.as_secs_f64()
+    );
+    d.print_benchmark("token-10s");
+    drop(keystone);
+}
