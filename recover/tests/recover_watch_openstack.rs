@@ -128,7 +128,7 @@ fn watcher_heals_a_manager_whose_compute_host_is_down_exactly_once() {
     );
     until(
         "the watcher's recovery to finish",
-        Duration::from_secs(300),
+        Duration::from_secs(180),
         || {
             (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
                 .then_some(())
@@ -270,7 +270,7 @@ fn watcher_cut_off_from_the_cloud_never_acts_then_heals_once_the_route_is_back()
     ns.heal();
     until(
         "the watcher's recovery to finish",
-        Duration::from_secs(300),
+        Duration::from_secs(180),
         || {
             (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
                 .then_some(())
