@@ -5,7 +5,8 @@
 #
 #   scripts/openstack.sh up keystone   MariaDB, memcached, Keystone (127.0.0.1:5000), projects
 #                                      `service` and `demo`, users `demo-member`, `demo-admin`
-#   scripts/openstack.sh up compute    + RabbitMQ, Glance, Placement, Nova, Neutron, Cinder and the
+#   scripts/openstack.sh up compute    + RabbitMQ, Glance, Placement, Nova (two fake compute hosts,
+#                                      fakehost1 and fakehost2), Neutron, Cinder and the
 #                                      demo resources (flavor, image, networks, router)
 #   scripts/openstack.sh up all        keystone + compute + `scripts/openstack/swift.sh up` (if present)
 #   scripts/openstack.sh install       only the packages (~1.2 GB) and the `openstack` CLI venv
