@@ -39,7 +39,11 @@ mkdir -p "$root/etc" "$root/tmp" "$root/var"
   printf '[unix_http_server]\nfile=/tmp/supervisor.sock\nchmod=0770\n\n'
   printf '[rpcinterface:supervisor]\nsupervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface\n\n'
   printf '[program:cloudify-starter]\ncommand=/bin/sh -c "echo configured"\nstartsecs=0\nautorestart=false\n\n'
-  for i in $(seq 1 12); do printf '[program:svc%s]\ncommand=sleep 1000\nstartsecs=0\n\n' "$i"; done
+  # Options as Cloudify's own program files use them (environment, log files, rotation).
+  for i in $(seq 1 12); do
+    printf '[program:svc%s]\ncommand=sleep 1000\nuser=root\nstartsecs=0\nautorestart=true\n' "$i"
+    printf 'environment=HOME="/root",MANAGER_NAME="svc%s"\nredirect_stderr=true\nstdout_logfile_maxbytes=5MB\nstdout_logfile_backups=1\n\n' "$i"
+  done
 } >"$root/etc/supervisord.conf"
 printf 'supervisord:\n  enabled: true\n' >"$work/svd.yaml"
 if command -v supervisorctl >/dev/null; then

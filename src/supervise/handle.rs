@@ -108,7 +108,7 @@ impl SupervisorHandle {
         st.order
             .iter()
             .filter_map(|n| st.services.get(n))
-            .map(Service::info)
+            .map(|s| s.info())
             .collect()
     }
 
@@ -129,7 +129,7 @@ impl SupervisorHandle {
             .lock()
             .services
             .get(name)
-            .map(Service::info)
+            .map(|s| s.info())
             .ok_or_else(|| SuperviseError::BadName(name.to_string()))
     }
 

@@ -111,7 +111,7 @@ impl State {
                 Some(svc) => {
                     report.changed.push(name.clone());
                     if svc.pid.is_some() {
-                        svc.replace_with = Some(spec);
+                        svc.replace_with = Some(Box::new(spec));
                         svc.then_start = true;
                         svc.want_up = false;
                         self.begin_stop(&name);

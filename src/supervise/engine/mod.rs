@@ -80,7 +80,8 @@ impl Shared {
 
 /// All services and the supervisor-wide state.
 pub(crate) struct State {
-    pub services: BTreeMap<String, Service>,
+    /// Boxed values: a B-tree node holds room for 11, and a `Service` is about 1 KiB.
+    pub services: BTreeMap<String, Box<Service>>,
     /// Names in start order (reverse: stop order).
     pub order: Vec<String>,
     tx: mpsc::UnboundedSender<Msg>,
@@ -192,7 +193,7 @@ impl State {
     /// by one [`Self::reorder`].
     pub fn insert_unordered(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
         let svc = Service::new(spec, origin, attach, self.shutdown.is_some());
-        self.services.insert(svc.spec.name.clone(), svc);
+        self.services.insert(svc.spec.name.clone(), Box::new(svc));
     }
 
     /// Recompute the start order.
@@ -277,6 +278,7 @@ impl State {
     fn svc(&mut self, name: &str) -> Result<&mut Service, SuperviseError> {
         self.services
             .get_mut(name)
+            .map(|s| &mut **s)
             .ok_or_else(|| SuperviseError::BadName(name.to_string()))
     }
 }

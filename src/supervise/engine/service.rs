@@ -44,7 +44,8 @@ pub(crate) struct Service {
     /// The supervisor should (re)start it when its dependencies allow.
     pub want_up: bool,
     pub(super) then_start: bool,
-    pub(super) replace_with: Option<ServiceSpec>,
+    /// Boxed: a spec is about 750 bytes, and every service would carry room for one.
+    pub(super) replace_with: Option<Box<ServiceSpec>>,
     pub(super) remove_after_stop: bool,
     pub(super) ever_started: bool,
     pub(super) timer: Option<AbortHandle>,

@@ -1,6 +1,8 @@
 //! Process lookup and the info structs: `getProcessInfo`, `getAllProcessInfo`,
 //! `getAllConfigInfo`, with supervisord's `spawnerr`, `description` and time formats.
 
+use std::collections::HashMap;
+
 use super::*;
 
 impl Rpc {
@@ -31,19 +33,26 @@ impl Rpc {
     /// Processes of one group (or all) in supervisord's order: the files' group order
     /// (see `conf::read`), then services defined elsewhere by priority.
     pub(super) async fn members(&self, group: Option<&str>) -> Vec<ServiceInfo> {
-        let specs = self.handle.specs().await;
-        let order: Vec<String> = {
+        // Keys looked up by name (not searched per comparison): a group of 2 000 is sorted
+        // in n log n.
+        let priority: HashMap<String, i32> = self
+            .handle
+            .specs()
+            .await
+            .into_iter()
+            .map(|s| (s.name, s.priority))
+            .collect();
+        let rank: HashMap<String, usize> = {
             let programs = self.programs.lock().await;
-            programs.available.iter().map(|s| s.name.clone()).collect()
+            let mut rank = HashMap::with_capacity(programs.available.len());
+            for (i, s) in programs.available.iter().enumerate() {
+                rank.entry(s.name.clone()).or_insert(i);
+            }
+            rank
         };
-        let prio = |name: &str| {
-            let rank = order.iter().position(|n| n == name).unwrap_or(order.len());
-            let p = specs
-                .iter()
-                .find(|s| s.name == name)
-                .map(|s| s.priority)
-                .unwrap_or(999);
-            (rank, p)
+        let key = |name: &str| {
+            let r = rank.get(name).copied().unwrap_or(rank.len());
+            (r, priority.get(name).copied().unwrap_or(999))
         };
         let mut infos: Vec<ServiceInfo> = self
             .program_infos()
@@ -51,7 +60,7 @@ impl Rpc {
             .into_iter()
             .filter(|i| group.map_or(true, |g| i.group == g))
             .collect();
-        infos.sort_by_key(|i| prio(&i.name));
+        infos.sort_by_cached_key(|i| key(&i.name));
         infos
     }
 

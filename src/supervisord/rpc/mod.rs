@@ -116,9 +116,10 @@ pub struct RereadSource {
 /// The supervisord program sets: what the files say and what is in use.
 struct Programs {
     /// `process_group_configs`: from the last (re)read, priority order.
-    available: Vec<ServiceSpec>,
-    /// Groups added from supervisord files and not removed since, with their specs as added.
-    active: BTreeMap<String, Vec<ServiceSpec>>,
+    available: Vec<Arc<ServiceSpec>>,
+    /// Groups added from supervisord files and not removed since, with their specs as added
+    /// (shared with `available` until a re-read changes them).
+    active: BTreeMap<String, Vec<Arc<ServiceSpec>>>,
 }
 
 /// The method dispatcher. Cloneable; one per socket.
@@ -234,7 +235,7 @@ impl Rpc {
         initial: Vec<ServiceSpec>,
         mainlog: Option<MainLog>,
     ) -> Rpc {
-        let available = initial;
+        let available: Vec<Arc<ServiceSpec>> = initial.into_iter().map(Arc::new).collect();
         let active = by_group(&available).into_iter().collect();
         Rpc {
             handle,
