@@ -704,3 +704,93 @@ fn metrics_options_render_annotations_and_a_service_monitor() {
             .is_none()
     );
 }
+
+/// cfy-init's own default of `snapshot.remote.container`, from `cfy-init config schema`.
+fn cfy_init_default_container() -> String {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cfy-init"))
+        .args(["config", "schema"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let schema: Value = serde_json::from_slice(&out.stdout).unwrap();
+    schema["definitions"]["RemoteConfig"]["properties"]["container"]["default"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no RemoteConfig.container default in cfy-init's schema"))
+        .to_string()
+}
+
+/// The recovery sidecar gets `config.snapshot.remote`'s Swift container as
+/// CFY_RECOVER_REMOTE_SNAPSHOTS (cfy-init's own default when the container is not set), the
+/// same the manager's cfy-init config uploads to; without `snapshot.remote` nothing; an
+/// `extraEnv` entry of that name replaces the chart's. Every rendering is a valid StatefulSet.
+#[test]
+fn the_recovery_sidecar_gets_the_remote_snapshot_container_only_with_snapshot_remote() {
+    const NAME: &str = "CFY_RECOVER_REMOTE_SNAPSHOTS";
+    let dir = tempfile::tempdir().unwrap();
+    let all = all_options().to_str().unwrap().to_string();
+    let sidecar_env = |case: &str, extra: &[&str]| -> (Vec<Value>, Value) {
+        let docs = documents(&render(extra));
+        let sts = the_statefulset(&docs);
+        let file = dir.path().join(format!("{case}.yaml"));
+        std::fs::write(&file, serde_json::to_string(sts).unwrap()).unwrap();
+        let (ok, out) = kubernetes_validate(&file);
+        assert!(
+            ok,
+            "{case}: not valid for Kubernetes {KUBE_VERSION}:\n{out}"
+        );
+        let sidecar = container(&sts["spec"]["template"]["spec"], "recovery");
+        let env: Vec<Value> = sidecar["env"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["name"] == NAME)
+            .cloned()
+            .collect();
+        let cfg: Value = serde_norway::from_str(&chart_config(&docs)).unwrap();
+        (env, cfg["snapshot"]["remote"].clone())
+    };
+    let set = |v: &str| json!([{"name": NAME, "value": v}]);
+
+    // All options: remote with its container; the sidecar reads the container cfy-init writes.
+    let (env, remote) = sidecar_env("remote", &["-f", &all]);
+    assert_eq!(Value::from(env), set("dcae-cm-snapshots"));
+    assert_eq!(remote["container"], "dcae-cm-snapshots");
+
+    // snapshot.remote taken away again: nothing.
+    let (env, remote) = sidecar_env(
+        "remote-removed",
+        &["-f", &all, "--set", "config.snapshot.remote=null"],
+    );
+    assert!(remote.is_null(), "{remote}");
+    assert_eq!(env, Vec::<Value>::new());
+
+    // The sidecar alone with the default values: nothing.
+    let (env, remote) = sidecar_env("no-remote", &["--set", "recoverySidecar.enabled=true"]);
+    assert!(remote.is_null(), "{remote}");
+    assert_eq!(env, Vec::<Value>::new());
+
+    // Remote without a container: cfy-init's default, as cfy-init itself would use.
+    let (env, remote) = sidecar_env(
+        "default-container",
+        &[
+            "--set",
+            "recoverySidecar.enabled=true",
+            "--set",
+            "config.snapshot.remote.cloud=openstack",
+        ],
+    );
+    assert!(remote.get("container").is_none(), "{remote}");
+    assert_eq!(Value::from(env), set(&cfy_init_default_container()));
+
+    // The operator's own entry (here: the volume alone) replaces the chart's, once.
+    let (env, _) = sidecar_env(
+        "own-entry",
+        &[
+            "-f",
+            &all,
+            "--set-json",
+            &format!("recoverySidecar.extraEnv=[{{\"name\":\"{NAME}\",\"value\":\"\"}}]"),
+        ],
+    );
+    assert_eq!(Value::from(env), set(""));
+}

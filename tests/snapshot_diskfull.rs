@@ -1,7 +1,8 @@
 //! A snapshot that runs out of disk space, with either strategy (`precopy` or a paused full
-//! copy): the error says so, the partial archive is removed, the staging copy is removed,
-//! the post command (service restart) ran, the store keeps its data, and a later snapshot
-//! with space works.
+//! copy): the error names the archive, the bytes it needs at least and the bytes free (one
+//! line, 507 from the hooks API), the partial archive is removed, the staging copy is
+//! removed, the post command (service restart) ran, the store keeps its data, and a later
+//! snapshot with space works.
 
 #[path = "common/hooks.rs"]
 mod common;
@@ -9,9 +10,11 @@ mod common;
 use std::io::Write;
 use std::sync::Arc;
 
+use axum::body::Body;
 use cfy_init::hooks::NoServices;
-use cfy_init::snapshot::{Engine, RestoreSource};
-use common::{env, fingerprint, populate};
+use cfy_init::snapshot::{Engine, RestoreSource, SnapshotError};
+use common::{env, fingerprint, populate, request, wait_ready, Init};
+use hyper::{Method, StatusCode};
 
 struct Tmpfs(std::path::PathBuf);
 
@@ -29,8 +32,46 @@ fn write_noise(path: &std::path::Path) {
     f.write_all(&noise).unwrap();
 }
 
+/// Mount a 2 MiB tmpfs on `dir` (made if missing); unmounted on drop.
+fn small_disk(dir: &std::path::Path) -> Tmpfs {
+    std::fs::create_dir_all(dir).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        dir,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        Some("size=2m"),
+    )
+    .unwrap();
+    Tmpfs(dir.to_path_buf())
+}
+
+/// The out-of-space error of a snapshot of the 4 MiB noise into the 2 MiB archive
+/// directory, checked whole: `path` (the partial archive), at least the noise's frame
+/// needed, the empty 2 MiB free once the partial archive is gone; one line; no token.
+fn check_no_space_message(msg: &str, path: &std::path::Path, token: &str) {
+    let (needed, free) = parse_no_space(msg, path);
+    assert!(needed >= 4 << 20, "needed {needed}: {msg}");
+    assert!(free > 1 << 20 && free <= 2 << 20, "free {free}: {msg}");
+    assert!(!msg.contains('\n') && !msg.contains('\r'), "{msg:?}");
+    assert!(!msg.contains(token), "token in the message");
+}
+
+/// `PATH: no space left on the device: at least N bytes needed, F free` -> (N, F).
+fn parse_no_space(msg: &str, path: &std::path::Path) -> (u64, u64) {
+    let rest = msg
+        .strip_prefix(&format!(
+            "{}: no space left on the device: at least ",
+            path.display()
+        ))
+        .unwrap_or_else(|| panic!("not a no-space error on {}: {msg}", path.display()));
+    let (needed, rest) = rest.split_once(" bytes needed, ").expect(msg);
+    let free = rest.strip_suffix(" free").expect(msg);
+    (needed.parse().expect(msg), free.parse().expect(msg))
+}
+
 /// Run one snapshot into a 2 MiB archive directory and check that it fails cleanly:
-/// ENOSPC reported, the quiesce undone (`pre` and `post` both ran), no partial archive, no
+/// out of space reported with the path and sizes, the quiesce undone (`pre` and `post` both ran), no partial archive, no
 /// staging, the store as before but for what `added` names (checked by `check_added`);
 /// then a snapshot with space works. `setup` runs on the populated store first.
 fn full_disk_case(
@@ -44,16 +85,7 @@ fn full_disk_case(
     setup(&e.store());
     let before = fingerprint(&e.store());
     let archives = e.archives();
-    std::fs::create_dir_all(&archives).unwrap();
-    nix::mount::mount(
-        Some("tmpfs"),
-        &archives,
-        Some("tmpfs"),
-        nix::mount::MsFlags::empty(),
-        Some("size=2m"),
-    )
-    .unwrap();
-    let guard = Tmpfs(archives.clone());
+    let guard = small_disk(&archives);
 
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -62,11 +94,11 @@ fn full_disk_case(
         .build()
         .unwrap();
     let job = engine.begin_snapshot().unwrap();
-    let err = rt
-        .block_on(engine.run_snapshot(job))
-        .unwrap_err()
-        .to_string();
-    assert!(err.contains("No space left on device"), "{err}");
+    let partial = archives.join(format!(".{}.tar.zst.partial", job.id));
+    let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
+    assert!(matches!(err, SnapshotError::NoSpace { .. }), "{err}");
+    let err = err.to_string();
+    check_no_space_message(&err, &partial, &e.token);
     assert!(
         e.root().join("pre").exists() && e.root().join("post").exists(),
         "quiesce undone: pre {} post {}: {err}",
@@ -128,6 +160,40 @@ fn full_disk_in_a_live_catch_up_pass_leaves_nothing_behind() {
             assert_eq!(got, std::fs::read(noise.path()).unwrap());
         },
     );
+}
+
+/// The paused full copy (`precopy: false`) into a staging directory beside the store, on a
+/// store's disk without room for it: the error names the staging directory, the room a
+/// copy of the store takes and what the store's disk has free; the staging copy is gone, the
+/// store as it was, the post command ran.
+#[test]
+fn full_store_disk_for_the_paused_copy_says_what_is_needed() {
+    let e = env("precopy: false\nquiesce:\n  services: []\n  post: [[touch, \"{store}/../post\"]]");
+    let _guard = small_disk(&e.store());
+    // About 1.3 MiB of data on a 2 MiB disk: a second copy does not fit.
+    let noise: Vec<u8> = (0..1300 << 10).map(|_| rand::random::<u8>()).collect();
+    std::fs::write(e.store().join("noise.bin"), &noise).unwrap();
+    std::fs::write(e.store().join("small"), "small").unwrap();
+    let before = fingerprint(&e.store());
+    let engine = Engine::new(&e.ctx, Arc::new(NoServices));
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let job = engine.begin_snapshot().unwrap();
+    let staged = e.store().join(format!(".cfy-snapshot-copy-{}", job.id));
+    let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
+    assert!(matches!(err, SnapshotError::NoSpace { .. }), "{err}");
+    let msg = err.to_string();
+    let (needed, free) = parse_no_space(&msg, &staged);
+    assert!(needed >= 1300 << 10, "needed {needed}: {msg}");
+    assert!(free < needed && free > 256 << 10, "free {free}: {msg}");
+    assert!(!msg.contains('\n') && !msg.contains(&e.token), "{msg:?}");
+    assert!(!staged.exists());
+    assert!(e.root().join("post").exists());
+    assert_eq!(fingerprint(&e.store()), before);
+    assert!(std::fs::read_dir(e.archives()).unwrap().next().is_none());
 }
 
 /// A restore onto a store without room for the archive's tree: the error names the path,
@@ -197,4 +263,66 @@ fn restore_onto_a_full_disk_says_what_is_needed() {
         ))
         .unwrap_err(),
     );
+}
+
+/// Through the real init: `POST /snapshots?wait=true` onto a full archive disk answers 507
+/// with the one-line message, `cfy-init snapshot create` prints it and fails, the failed
+/// job records it, and nothing is left in the archive directory or the store.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn snapshot_onto_a_full_disk_answers_507_over_http() {
+    // No service is supervised here: ready means the boot steps are done.
+    let e = common::env_with("", "supervise:\n  ready_without_services: true\n");
+    populate(&e.store());
+    write_noise(&e.store().join("random.bin"));
+    let _guard = small_disk(&e.archives());
+    let init = Init::start(&e);
+    let to = init.to();
+    wait_ready(&to, std::time::Duration::from_secs(30)).await;
+    // After the boot, which records its own state in the store.
+    let before = fingerprint(&e.store());
+
+    let r = request(
+        &to,
+        Method::POST,
+        "/snapshots?wait=true",
+        &[],
+        Body::empty(),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::INSUFFICIENT_STORAGE, "{:?}", r.body);
+    let msg = r.json()["error"].as_str().unwrap().to_string();
+    let file = msg.split(": ").next().unwrap();
+    let name = std::path::Path::new(file)
+        .file_name()
+        .unwrap()
+        .to_string_lossy();
+    assert!(
+        name.starts_with('.') && name.ends_with(".tar.zst.partial"),
+        "{msg}"
+    );
+    check_no_space_message(&msg, &e.archives().join(&*name), &e.token);
+
+    let out = tokio::task::block_in_place(|| init.cli(&["snapshot", "create"]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let line = stderr
+        .lines()
+        .find(|l| l.contains("no space left on the device"))
+        .unwrap_or_else(|| panic!("{stderr}"));
+    // `cfy-init: 507 Insufficient Storage: MESSAGE`
+    let at = line.find(&e.archives().display().to_string()).expect(line);
+    let msg = &line[at..];
+    let file = std::path::PathBuf::from(msg.split(": ").next().unwrap());
+    check_no_space_message(msg, &file, &e.token);
+    assert!(!stderr.contains(&e.token), "token on stderr");
+
+    let left: Vec<_> = std::fs::read_dir(e.archives()).unwrap().collect();
+    assert!(left.is_empty(), "left in the archive directory: {left:?}");
+    assert_eq!(fingerprint(&e.store()), before);
+    let staging: Vec<_> = std::fs::read_dir(e.store())
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cfy-snapshot-"))
+        .collect();
+    assert!(staging.is_empty(), "{staging:?}");
 }

@@ -286,3 +286,29 @@ pub fn remove_tree(path: &Path) {
         Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot remove staging"),
     }
 }
+
+/// What a copy of the store `src` takes on disk where nothing is reflinked: the blocks
+/// its entries hold (multiply linked files once; top-level reserved names skipped). The
+/// copy keeps holes, so this is what it allocates, give or take a directory block.
+pub fn tree_usage(src: &Path) -> u64 {
+    fn walk(dir: &Path, top: bool, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
+        let mut sum = 0;
+        for item in fs::read_dir(dir).into_iter().flatten().flatten() {
+            if top && is_reserved(&item.file_name()) {
+                continue;
+            }
+            let Ok(meta) = fs::symlink_metadata(item.path()) else {
+                continue;
+            };
+            if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
+                continue;
+            }
+            sum += meta.blocks() * 512;
+            if meta.is_dir() {
+                sum += walk(&item.path(), false, seen);
+            }
+        }
+        sum
+    }
+    walk(src, true, &mut Default::default())
+}

@@ -194,7 +194,8 @@ impl Engine {
             Ok(m) => m,
             Err(e) => {
                 let _ = fs::remove_file(&partial);
-                return Err(e);
+                // Out of space: what is free once the partial archive is gone.
+                return Err(e.refresh_free());
             }
         };
         let meta = SnapshotMeta {
@@ -211,7 +212,7 @@ impl Engine {
         if let Err(e) = self.publish(&partial, &meta) {
             let _ = fs::remove_file(&partial);
             let _ = fs::remove_file(self.archive_path_unchecked(&id));
-            return Err(e);
+            return Err(e.refresh_free());
         }
         tracing::info!(
             id = %id, size = meta.size, bytes = meta.total_bytes, pause_ms,
@@ -318,7 +319,7 @@ impl Engine {
             Ok(r) => r,
             Err(e) => {
                 copy::remove_tree(&staged);
-                return Err(e);
+                return Err(self.staging_no_space(e, &staged));
             }
         };
         // In the background of the running services: compress and checksum.
@@ -367,7 +368,24 @@ impl Engine {
         fs::rename(partial, &archive).map_err(|e| SnapshotError::io(&archive, e))?;
         let m = dir.join(format!("{}.json", meta.id));
         let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
-        fsutil::write_atomic(&m, &json, 0o600).map_err(|e| SnapshotError::io(&m, e))
+        fsutil::write_atomic(&m, &json, 0o600)
+            .map_err(|e| SnapshotError::write(&m, e, json.len() as u64))
+    }
+
+    /// The paused copy into `staged` (removed by now) ran out of space: name the staging
+    /// directory, the room a copy of the store takes where nothing is reflinked, and what
+    /// the store's file system has free. Other errors pass.
+    fn staging_no_space(&self, e: SnapshotError, staged: &Path) -> SnapshotError {
+        match e {
+            SnapshotError::Io { source, .. } if super::is_no_space(&source) => {
+                SnapshotError::NoSpace {
+                    path: staged.to_path_buf(),
+                    needed: copy::tree_usage(&self.store),
+                    free: super::free_bytes(&self.store),
+                }
+            }
+            other => other,
+        }
     }
 
     /// Delete snapshots beyond `keep`, oldest first.

@@ -268,6 +268,48 @@ impl SnapshotError {
             source,
         }
     }
+
+    /// An error of writing `path`: out of space (ENOSPC, EDQUOT) becomes [`NoSpace`]
+    /// naming `needed` (a lower bound) and what the file system has free now.
+    ///
+    /// [`NoSpace`]: SnapshotError::NoSpace
+    pub fn write(path: &Path, source: std::io::Error, needed: u64) -> SnapshotError {
+        if is_no_space(&source) {
+            SnapshotError::NoSpace {
+                path: path.to_path_buf(),
+                needed,
+                free: free_bytes(path),
+            }
+        } else {
+            SnapshotError::io(path, source)
+        }
+    }
+
+    /// The same error with the free bytes of [`NoSpace`](SnapshotError::NoSpace) measured
+    /// again, after the caller removed what the failed job had written.
+    pub fn refresh_free(self) -> SnapshotError {
+        match self {
+            SnapshotError::NoSpace { path, needed, .. } => SnapshotError::NoSpace {
+                free: free_bytes(&path),
+                path,
+                needed,
+            },
+            other => other,
+        }
+    }
+}
+
+/// Out of space or over a quota.
+pub fn is_no_space(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
+}
+
+/// Free bytes of the file system holding `path` (or its nearest existing ancestor, since
+/// a failed job removes what it wrote); 0 when unknown.
+pub fn free_bytes(path: &Path) -> u64 {
+    path.ancestors()
+        .find_map(|a| nix::sys::statvfs::statvfs(a).ok())
+        .map_or(0, |st| st.blocks_free() * st.fragment_size())
 }
 
 /// Boot-time cleanup: finish (roll back) a restore the init died in the middle of, and

@@ -76,6 +76,19 @@ merged over them. Field names follow docs/config-reference.md.
 {{- end }}
 
 {{/*
+The Swift container of cfy-init's off-host snapshot copies as a quoted (JSON) string, from
+config.snapshot.remote of the chart's cfy-init config (`container` unset: cfy-init's
+default); nothing when snapshot.remote is not set.
+*/}}
+{{- define "cfy-manager.remoteSnapshots" -}}
+{{- $snapshot := get (include "cfy-manager.config" . | fromYaml) "snapshot" | default dict }}
+{{- $remote := get $snapshot "remote" }}
+{{- if kindIs "map" $remote }}
+{{- toJson (ternary (get $remote "container") "cfy-manager-snapshots" (hasKey $remote "container")) }}
+{{- end }}
+{{- end }}
+
+{{/*
 An image reference: (dict "image" .Values.image "global" .Values.global). The registry is
 image.registry, else global.repository (ONAP's), else none.
 */}}

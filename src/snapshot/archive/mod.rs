@@ -286,9 +286,10 @@ impl ArchiveWriter {
         }
         chunk.dead = true;
         let (start, len) = (chunk.start, chunk.len);
-        let io_err = |e| SnapshotError::io(&self.out, e);
-        let header = skippable_header(len).map_err(io_err)?;
-        self.file.write_all_at(&header, start).map_err(io_err)?;
+        let header = skippable_header(len).map_err(|e| SnapshotError::io(&self.out, e))?;
+        self.file
+            .write_all_at(&header, start)
+            .map_err(|e| self.write_err(e, 0))?;
         // SAFETY: plain syscall on an open fd. Space only: the skipped bytes are never read
         // as data, and on file systems without hole punching they simply stay.
         unsafe {
@@ -442,9 +443,10 @@ impl ArchiveWriter {
 
     /// Append one compressed frame holding (parts of) `members`.
     fn append_frame(&mut self, frame: &[u8], members: Vec<String>) -> Result<(), SnapshotError> {
-        let io_err = |e| SnapshotError::io(&self.out, e);
         self.states.push(self.hasher.clone());
-        self.file.write_all(frame).map_err(io_err)?;
+        if let Err(e) = self.file.write_all(frame) {
+            return Err(self.write_err(e, frame.len() as u64));
+        }
         self.hasher.update(frame);
         self.chunks.push(Chunk {
             start: self.end,
@@ -541,7 +543,7 @@ impl ArchiveWriter {
         let (size, sha256) = if dead > self.end / COMPACT_WHEN_DEAD_OVER {
             self.compact()?
         } else {
-            self.file.sync_all().map_err(io_err)?;
+            self.file.sync_all().map_err(|e| self.write_err(e, 0))?;
             (self.end, self.hash_in_place().map_err(io_err)?)
         };
         Ok(Written {
@@ -592,8 +594,20 @@ impl ArchiveWriter {
         };
         copy().map_err(|e| {
             let _ = fs::remove_file(&tmp);
-            SnapshotError::io(&self.out, e)
+            // Room for the live frames twice: the old file holds them until the rename.
+            self.write_err(e, self.live_bytes())
         })
+    }
+
+    /// Bytes of the frames that are not skipped: what the file needs on disk.
+    fn live_bytes(&self) -> u64 {
+        self.chunks.iter().filter(|c| !c.dead).map(|c| c.len).sum()
+    }
+
+    /// An error of writing the archive file; out of space names what the archive needs at
+    /// least: the frames it holds and `more`, the write that failed.
+    fn write_err(&self, e: io::Error, more: u64) -> SnapshotError {
+        SnapshotError::write(&self.out, e, self.live_bytes() + more)
     }
 }
 
