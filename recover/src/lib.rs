@@ -16,7 +16,9 @@
 //! | [`checks`]  | plan's quota and reachability checks                              |
 //! | [`watch`]   | the watcher that heals: decisions, lease, metrics, polling loop     |
 //! | [`cli`]     | the command line                                                   |
-//! | [`sim`]     | the OpenStack simulator used by the tests (and `openstack-sim`)    |
+//!
+//! The OpenStack simulator the tests run against is test support, in its own package
+//! (`recover/sim`, `openstack-sim`), never linked into cfy-recover.
 
 pub mod checks;
 pub mod cli;
@@ -28,7 +30,6 @@ pub mod journal;
 pub mod manager;
 pub mod plan;
 pub mod report;
-pub mod sim;
 pub mod watch;
 
 /// Credentials live in the crate shared with cfy-init.

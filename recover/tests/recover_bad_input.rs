@@ -20,7 +20,7 @@ fn refused(w: &World, out: &std::process::Output, needle: &str) {
         .collect();
     assert!(mutating.is_empty(), "no mutating call: {mutating:?}");
     assert!(
-        !err.contains(cfy_recover::sim::PASSWORD),
+        !err.contains(openstack_sim::PASSWORD),
         "no secret in errors"
     );
 }
@@ -67,7 +67,7 @@ fn bad_inputs_are_refused_before_any_change() {
     w.sim.with_state(|st| {
         st.ports.insert(
             "port-other".into(),
-            cfy_recover::sim::state::SPort {
+            openstack_sim::state::SPort {
                 id: "port-other".into(),
                 name: "other".into(),
                 network_id: "net-mgmt".into(),
@@ -86,7 +86,7 @@ fn bad_inputs_are_refused_before_any_change() {
         );
         st.fips.insert(
             "fip-other".into(),
-            cfy_recover::sim::state::SFip {
+            openstack_sim::state::SFip {
                 id: "fip-other".into(),
                 address: "198.51.100.5".into(),
                 port_id: Some("port-other".into()),
@@ -148,8 +148,8 @@ fn clouds_yaml_and_application_credentials_work() {
     let yaml = format!(
         "clouds:\n  sim:\n    auth_type: v3applicationcredential\n    auth:\n      auth_url: {}\n      application_credential_id: {}\n      application_credential_secret: {}\n",
         w.sim.url.clone() + "/identity",
-        cfy_recover::sim::APP_CRED_ID,
-        cfy_recover::sim::APP_CRED_SECRET
+        openstack_sim::APP_CRED_ID,
+        openstack_sim::APP_CRED_SECRET
     );
     std::fs::write(w.dir.path().join("clouds.yaml"), yaml).unwrap();
     let out = w

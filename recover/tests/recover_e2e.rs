@@ -138,7 +138,7 @@ fn host_down_hidden_by_policy_detach_never_finishes_then_delete_frees() {
     // tool deletes the server, which frees the volume and unbinds the port.
     let w = World::with(
         false,
-        cfy_recover::sim::SimConfig {
+        openstack_sim::SimConfig {
             admin_view: false,
             ..Default::default()
         },
@@ -260,7 +260,7 @@ fn take_snapshot_file(w: &World, dest: &std::path::Path) {
 fn soft_deleted_server_is_force_deleted_to_free_port_and_volume() {
     let w = World::with(
         false,
-        cfy_recover::sim::SimConfig {
+        openstack_sim::SimConfig {
             soft_delete: true,
             ..Default::default()
         },

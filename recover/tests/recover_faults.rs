@@ -6,8 +6,8 @@ mod common;
 
 use std::time::Duration;
 
-use cfy_recover::sim::{FaultKind, FaultRule, SimConfig};
 use common::*;
+use openstack_sim::{FaultKind, FaultRule, SimConfig};
 
 fn rule(method: &str, path: &str, kind: FaultKind) -> FaultRule {
     FaultRule::new(Some(method), path, kind)

@@ -5,8 +5,8 @@
 #[path = "common/openapi.rs"]
 mod openapi;
 
-use cfy_recover::sim::{Sim, SimConfig};
 use openapi::Spec;
+use openstack_sim::{Sim, SimConfig};
 use serde_json::{json, Value};
 
 struct Client {
@@ -19,8 +19,8 @@ impl Client {
     async fn new(sim: &Sim) -> (Client, Value) {
         let http = reqwest::Client::new();
         let body = json!({ "auth": { "identity": { "methods": ["password"], "password": { "user": {
-            "name": cfy_recover::sim::USERNAME, "domain": { "id": "default" },
-            "password": cfy_recover::sim::PASSWORD } } },
+            "name": openstack_sim::USERNAME, "domain": { "id": "default" },
+            "password": openstack_sim::PASSWORD } } },
             "scope": { "project": { "name": "demo", "domain": { "id": "default" } } } } });
         let r = http
             .post(format!("{}/auth/tokens", sim.auth_url()))
@@ -190,7 +190,7 @@ fn simulator_responses_match_the_api_reference() {
         assert_valid(&network, "/v2.0/floatingips/{id}", "put", s, &v);
         let vpath = format!(
             "/volume/v3/{}/volumes/{}",
-            cfy_recover::sim::state::PROJECT_ID,
+            openstack_sim::state::PROJECT_ID,
             seeded.volume_id
         );
         let (s, _, v) = c.call("GET", &vpath, Some("volume 3.50"), None).await;
@@ -270,7 +270,7 @@ fn microversions_are_honoured_and_echoed() {
         assert_eq!(s, 400);
         let vpath = format!(
             "/volume/v3/{}/volumes/{}",
-            cfy_recover::sim::state::PROJECT_ID,
+            openstack_sim::state::PROJECT_ID,
             seeded.volume_id
         );
         let (_, h, _) = c.call("GET", &vpath, Some("volume 3.50"), None).await;
@@ -287,7 +287,7 @@ fn client_refuses_a_cloud_that_ignores_the_microversion() {
     let sim = Sim::start(
         dir.path(),
         SimConfig {
-            max_compute: cfy_recover::sim::state::Mv(2, 60),
+            max_compute: openstack_sim::state::Mv(2, 60),
             ..Default::default()
         },
     )

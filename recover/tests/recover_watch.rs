@@ -8,8 +8,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Stdio};
 use std::time::Duration;
 
-use cfy_recover::sim::{FaultKind, FaultRule};
 use common::*;
+use openstack_sim::{FaultKind, FaultRule};
 
 /// One metric's value from the watcher's metrics file (0 when absent).
 fn metric(file: &Path, name: &str) -> u64 {

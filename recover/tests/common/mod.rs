@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
 
-use cfy_recover::sim::{Seeded, Sim, SimConfig};
+use openstack_sim::{Seeded, Sim, SimConfig};
 
 pub const HOOKS_PORT: u16 = 8090;
 pub const WEB_PORT: u16 = 8091;
@@ -23,8 +23,8 @@ pub struct World {
 
 /// VMs run the workspace's real `cfy-init` binary (built by `scripts/test.sh` before the
 /// tests) with the simulator's guest image and config.
-pub fn launcher() -> cfy_recover::sim::GuestLauncher {
-    cfy_recover::sim::guest::launcher(cfy_recover::sim::guest::GuestSpec {
+pub fn launcher() -> openstack_sim::GuestLauncher {
+    openstack_sim::guest::launcher(openstack_sim::guest::GuestSpec {
         program: cfy_init_binary(),
         args: vec!["run".to_string()],
         hooks_port: HOOKS_PORT,

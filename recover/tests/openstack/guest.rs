@@ -14,8 +14,8 @@ use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use cfy_recover::sim::guest::{launcher, GuestSpec};
-use cfy_recover::sim::{descendants, GuestEnv};
+use openstack_sim::guest::{launcher, GuestSpec};
+use openstack_sim::{descendants, GuestEnv};
 
 struct Running {
     server_id: String,

@@ -7,6 +7,9 @@
 //!
 //! The simulated VM starts its manager once its data volume is attached, as a VM whose
 //! container waits for its data disk mount would.
+//!
+//! Test support only (`publish = false`): cfy-recover's tests take it as a dev-dependency and
+//! the `openstack-sim` binary runs it by hand; cfy-recover itself never links it.
 
 mod api;
 pub mod faults;

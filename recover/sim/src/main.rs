@@ -9,8 +9,8 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
-use cfy_recover::sim::guest::{self, GuestSpec};
-use cfy_recover::sim::{Sim, SimConfig};
+use openstack_sim::guest::{self, GuestSpec};
+use openstack_sim::{Sim, SimConfig};
 
 #[derive(Parser)]
 #[command(
@@ -44,7 +44,7 @@ fn main() -> anyhow::Result<()> {
     let program = match cli.cfy_init {
         Some(p) => p,
         None => guest::sibling_cfy_init(&std::env::current_exe()?).ok_or_else(|| {
-            anyhow::anyhow!("no cfy-init next to this binary: build it (cargo build --bins) or pass --cfy-init PATH")
+            anyhow::anyhow!("no cfy-init next to this binary: build it (cargo build -p cfy-init) or pass --cfy-init PATH")
         })?,
     };
     let config = SimConfig {
