@@ -148,16 +148,7 @@ fn server_already_deleted_is_rebuilt_from_the_inventory_with_the_same_ip() {
     let _g = shared();
     let d = Deployed::new("gone");
     d.write_through_server("data/gone.txt", "the server was deleted by hand\n");
-    let inv = d.dir.path().join("manager.inventory.json");
-    let out = d.run(&[
-        "inventory",
-        "save",
-        "--server",
-        &d.name,
-        "--file",
-        inv.to_str().unwrap(),
-    ]);
-    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let inv = d.save_inventory();
     // The server is deleted through the API (the pre-created port and the volume survive).
     os().cli("cfy-member", &["server", "delete", "--wait", &d.server_id]);
     let without = d.recover(&[]);
@@ -198,16 +189,7 @@ fn server_and_port_deleted_port_recreated_with_the_same_ip_or_refused_when_taken
     let _g = shared();
     let d = Deployed::new("noport");
     d.write_through_server("data/p.txt", "port gone too\n");
-    let inv = d.dir.path().join("inv.json");
-    let out = d.run(&[
-        "inventory",
-        "save",
-        "--server",
-        &d.name,
-        "--file",
-        inv.to_str().unwrap(),
-    ]);
-    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let inv = d.save_inventory();
     os().cli("cfy-member", &["server", "delete", "--wait", &d.server_id]);
     os().cli("cfy-member", &["port", "delete", &d.port_id]);
     // Someone takes the IP: the plan stops before any change, naming the holder.
@@ -323,16 +305,7 @@ fn an_exhausted_instances_quota_is_refused_before_any_change() {
     // Nova takes no quota below the usage, so: the server is gone (deleted by hand) and the
     // project's instances quota is then set to what is left in use: no room for the new one.
     let d = Deployed::new("quota");
-    let inv = d.dir.path().join("inv.json");
-    let out = d.run(&[
-        "inventory",
-        "save",
-        "--server",
-        &d.name,
-        "--file",
-        inv.to_str().unwrap(),
-    ]);
-    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    let inv = d.save_inventory();
     // The quota is the project's: no other test may boot meanwhile.
     let _g = exclusive();
     let os = os();

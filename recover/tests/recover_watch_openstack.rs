@@ -42,20 +42,6 @@ impl Drop for Watcher {
     }
 }
 
-fn save_inventory(d: &Deployed) -> PathBuf {
-    let inv = d.dir.path().join("inventory.json");
-    let out = d.run(&[
-        "inventory",
-        "save",
-        "--server",
-        &d.name,
-        "--file",
-        inv.to_str().unwrap(),
-    ]);
-    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
-    inv
-}
-
 /// `cfy-recover watch` with 1 s intervals, 3 failures, a 1 h cooldown, as `cloud`.
 /// Seeing a compute host down takes `host_status`: the project's admin (Nova's default
 /// policy hides it from members).
@@ -111,7 +97,7 @@ fn servers_named(d: &Deployed) -> Vec<String> {
 fn watcher_heals_a_manager_whose_compute_host_is_down_exactly_once() {
     let d = Deployed::new("wheal");
     d.write_through_server("data/heal.txt", "written before the host died\n");
-    let inv = save_inventory(&d);
+    let inv = d.save_inventory();
     // Forcing a compute service down is cloud-wide.
     let g = exclusive();
     let host = os().server_host(&d.server_id);
@@ -200,7 +186,7 @@ fn watcher_cut_off_from_the_cloud_never_acts_then_heals_once_the_route_is_back()
     let _g = shared();
     let d = Deployed::new("wpart");
     d.write_through_server("data/part.txt", "before the partition\n");
-    let inv = save_inventory(&d);
+    let inv = d.save_inventory();
     let metrics = d.dir.path().join("watch.prom");
     let log = d.dir.path().join("watch.log");
     // The watcher in a network namespace of its own: Keystone, Nova, Neutron, Cinder and
@@ -452,7 +438,7 @@ fn a_soft_deleted_server_is_force_deleted_and_rebuilt_with_its_port_and_volume()
 
     let d = Deployed::new("soft");
     d.write_through_server("data/soft.txt", "before the soft delete\n");
-    let inv = save_inventory(&d);
+    let inv = d.save_inventory();
     // Deleted by hand on a cloud that soft-deletes.
     let url = format!(
         "http://127.0.0.1:{SOFT_NOVA_PORT}/v2.1/servers/{}",

@@ -250,6 +250,21 @@ pub struct Deployed {
 }
 
 impl Deployed {
+    /// `cfy-recover inventory save` of this manager into `inventory.json` in its directory.
+    pub fn save_inventory(&self) -> PathBuf {
+        let inv = self.dir.path().join("inventory.json");
+        let out = self.run(&[
+            "inventory",
+            "save",
+            "--server",
+            &self.name,
+            "--file",
+            inv.to_str().unwrap(),
+        ]);
+        assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+        inv
+    }
+
     /// A manager on a pre-created port (the way cfy-recover keeps the IP).
     pub fn new(label: &str) -> Deployed {
         Self::build(label, false)
