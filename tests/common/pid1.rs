@@ -154,6 +154,7 @@ impl Harness {
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).unwrap())
             .process_group(0);
+        default_signal_dispositions(&mut c);
         adjust(&mut c);
         let mut child = c.spawn().expect("spawn the init");
         let out = child.stdout.take().unwrap();
@@ -343,5 +344,20 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
+    }
+}
+
+/// Signal dispositions as a container runtime gives them: a test run started under `nohup`
+/// or as a background job of a script inherits SIGHUP, SIGINT and SIGQUIT ignored, and a
+/// main command would inherit that through the init (and could not trap them).
+fn default_signal_dispositions(cmd: &mut Command) {
+    // SAFETY: signal() is async-signal-safe; only dispositions change between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
 }

@@ -167,6 +167,7 @@ impl Sandbox {
             .stderr(Stdio::from(logf));
         // Own process group so that test cleanup can kill everything.
         cmd.process_group(0);
+        default_signal_dispositions(&mut cmd);
         let child = cmd.spawn().expect("run unshare");
         Init {
             child,
@@ -495,5 +496,20 @@ impl Rabbit {
             dist = self.dist_port,
             epmd = self.epmd_port,
         )
+    }
+}
+
+/// Signal dispositions as a container runtime gives them: a test run started under `nohup`
+/// or as a background job of a script inherits SIGHUP, SIGINT and SIGQUIT ignored, and a
+/// main command would inherit that through the init (and could not trap them).
+fn default_signal_dispositions(cmd: &mut Command) {
+    // SAFETY: signal() is async-signal-safe; only dispositions change between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
+                libc::signal(sig, libc::SIG_DFL);
+            }
+            Ok(())
+        });
     }
 }
