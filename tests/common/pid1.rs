@@ -14,6 +14,10 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::time::{Duration, Instant};
 
+#[path = "signals.rs"]
+mod signals;
+use signals::default_signal_dispositions;
+
 pub const BIN: &str = env!("CARGO_BIN_EXE_cfy-init");
 
 /// Bound for anything the tests wait for (never a sleep-and-hope).
@@ -344,20 +348,5 @@ impl Drop for Running {
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
-    }
-}
-
-/// Signal dispositions as a container runtime gives them: a test run started under `nohup`
-/// or as a background job of a script inherits SIGHUP, SIGINT and SIGQUIT ignored, and a
-/// main command would inherit that through the init (and could not trap them).
-fn default_signal_dispositions(cmd: &mut Command) {
-    // SAFETY: signal() is async-signal-safe; only dispositions change between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
     }
 }

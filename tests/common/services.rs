@@ -13,6 +13,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
 
+#[path = "signals.rs"]
+mod signals;
+use signals::default_signal_dispositions;
+
 use serde_json::Value;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_cfy-init");
@@ -496,20 +500,5 @@ impl Rabbit {
             dist = self.dist_port,
             epmd = self.epmd_port,
         )
-    }
-}
-
-/// Signal dispositions as a container runtime gives them: a test run started under `nohup`
-/// or as a background job of a script inherits SIGHUP, SIGINT and SIGQUIT ignored, and a
-/// main command would inherit that through the init (and could not trap them).
-fn default_signal_dispositions(cmd: &mut Command) {
-    // SAFETY: signal() is async-signal-safe; only dispositions change between fork and exec.
-    unsafe {
-        cmd.pre_exec(|| {
-            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
-            }
-            Ok(())
-        });
     }
 }

@@ -33,15 +33,8 @@ impl Rpc {
     /// Processes of one group (or all) in supervisord's order: the files' group order
     /// (see `conf::read`), then services defined elsewhere by priority.
     pub(super) async fn members(&self, group: Option<&str>) -> Vec<ServiceInfo> {
-        // Keys looked up by name (not searched per comparison): a group of 2 000 is sorted
-        // in n log n.
-        let priority: HashMap<String, i32> = self
-            .handle
-            .specs()
-            .await
-            .into_iter()
-            .map(|s| (s.name, s.priority))
-            .collect();
+        // Each service's priority comes with its status under one lock (no spec cloned), and
+        // the files' order is looked up by name: a group of 2 000 is sorted in n log n.
         let rank: HashMap<String, usize> = {
             let programs = self.programs.lock().await;
             let mut rank = HashMap::with_capacity(programs.available.len());
@@ -50,18 +43,12 @@ impl Rpc {
             }
             rank
         };
-        let key = |name: &str| {
-            let r = rank.get(name).copied().unwrap_or(rank.len());
-            (r, priority.get(name).copied().unwrap_or(999))
-        };
-        let mut infos: Vec<ServiceInfo> = self
-            .program_infos()
-            .await
-            .into_iter()
-            .filter(|i| group.map_or(true, |g| i.group == g))
-            .collect();
-        infos.sort_by_cached_key(|i| key(&i.name));
-        infos
+        let mut rows = self.handle.status_with(|s| s.priority);
+        rows.retain(|(i, _)| is_program(i) && group.map_or(true, |g| i.group == g));
+        rows.sort_by_cached_key(|(i, priority)| {
+            (rank.get(&i.name).copied().unwrap_or(rank.len()), *priority)
+        });
+        rows.into_iter().map(|(i, _)| i).collect()
     }
 
     pub(super) async fn spec_of(&self, name: &str) -> Option<ServiceSpec> {
