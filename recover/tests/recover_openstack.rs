@@ -61,17 +61,7 @@ fn server_in_error_recovers_with_the_volume_alone() {
     let _g = shared();
     let d = Deployed::new("error");
     d.write_through_server("data/state.txt", "before the failure\n");
-    os().cli(
-        "cfy-demo-admin",
-        &[
-            "server",
-            "set",
-            "--state",
-            "error",
-            "--auto-approve",
-            &d.server_id,
-        ],
-    );
+    d.set_server_error();
     until(
         "the guest to die with its server",
         std::time::Duration::from_secs(30),
@@ -455,17 +445,7 @@ fn a_dead_manager_is_restored_from_its_newest_copy_in_swift() {
     copy_off_host(&d, &container);
     // Written after the copy: only a restore of the copy brings the old content back.
     d.write_through_server("data/copy.txt", "changed after the copy\n");
-    os().cli(
-        "cfy-demo-admin",
-        &[
-            "server",
-            "set",
-            "--state",
-            "error",
-            "--auto-approve",
-            &d.server_id,
-        ],
-    );
+    d.set_server_error();
     until(
         "the guest to die with its server",
         std::time::Duration::from_secs(30),

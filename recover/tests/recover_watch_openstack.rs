@@ -216,17 +216,7 @@ fn watcher_cut_off_from_the_cloud_never_acts_then_heals_once_the_route_is_back()
     // knows it (its server in ERROR): only a watcher that acts blind would rebuild it.
     ns.cut();
     d.guests.fail_server(&d.server_id);
-    os().cli(
-        "cfy-demo-admin",
-        &[
-            "server",
-            "set",
-            "--state",
-            "error",
-            "--auto-approve",
-            &d.server_id,
-        ],
-    );
+    d.set_server_error();
     let blind = metric(&metrics, &decisions("cloud_unreachable"));
     until(
         "5 cloud_unreachable decisions",

@@ -250,6 +250,21 @@ pub struct Deployed {
 }
 
 impl Deployed {
+    /// Nova's view of a failed server: `openstack server set --state error` (as the admin).
+    pub fn set_server_error(&self) {
+        os().cli(
+            "cfy-demo-admin",
+            &[
+                "server",
+                "set",
+                "--state",
+                "error",
+                "--auto-approve",
+                &self.server_id,
+            ],
+        );
+    }
+
     /// `cfy-recover inventory save` of this manager into `inventory.json` in its directory.
     pub fn save_inventory(&self) -> PathBuf {
         let inv = self.dir.path().join("inventory.json");
