@@ -20,8 +20,8 @@ fn context(dir: &std::path::Path, yaml: &str) -> Context {
     }
 }
 
-fn spec(yaml: &str) -> ServiceSpec {
-    serde_norway::from_str(yaml).unwrap()
+fn spec(yaml: &str) -> std::sync::Arc<ServiceSpec> {
+    std::sync::Arc::new(serde_norway::from_str(yaml).unwrap())
 }
 
 /// Poll the handle until `f` holds (bounded).

@@ -198,8 +198,13 @@ impl SupervisorHandle {
         self.ask(|r| Msg::Signal(n, sig, r)).await
     }
 
+    /// The current definition of one service.
+    pub fn spec(&self, name: &str) -> Option<Arc<ServiceSpec>> {
+        self.shared.lock().services.get(name).map(|s| s.spec.clone())
+    }
+
     /// Current definitions, in start order.
-    pub async fn specs(&self) -> Vec<ServiceSpec> {
+    pub async fn specs(&self) -> Vec<Arc<ServiceSpec>> {
         let st = self.shared.lock();
         st.order
             .iter()
@@ -210,8 +215,13 @@ impl SupervisorHandle {
 
     /// Add a service (started when `autostart`, once its dependencies are ready).
     /// A name already in use is `BadArguments`.
-    pub async fn add(&self, spec: ServiceSpec, origin: Origin) -> Result<(), SuperviseError> {
-        self.ask(|r| Msg::Add(Box::new(spec), origin, r)).await
+    pub async fn add(
+        &self,
+        spec: impl Into<Arc<ServiceSpec>>,
+        origin: Origin,
+    ) -> Result<(), SuperviseError> {
+        let spec = spec.into();
+        self.ask(|r| Msg::Add(spec, origin, r)).await
     }
 
     /// Remove a stopped service. A running one is `AlreadyStarted` (supervisord's
@@ -223,7 +233,7 @@ impl SupervisorHandle {
 
     /// Replace the definitions of one origin: added ones start, changed ones restart,
     /// removed ones stop. Used for SIGHUP reload.
-    pub async fn apply(&self, specs: Vec<ServiceSpec>, origin: Origin) -> UpdateReport {
+    pub async fn apply(&self, specs: Vec<Arc<ServiceSpec>>, origin: Origin) -> UpdateReport {
         let (tx, rx) = oneshot::channel();
         if self.shared.tx.send(Msg::Apply(specs, origin, tx)).is_err() {
             return UpdateReport::default();

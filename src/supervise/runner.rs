@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use super::engine::{self, Msg};
 use super::spawn::Attach;
@@ -43,7 +44,7 @@ pub enum RunError {
 pub struct Runner<'a> {
     ctx: &'a Context,
     main: Vec<String>,
-    extra: Vec<(ServiceSpec, Origin)>,
+    extra: Vec<(Arc<ServiceSpec>, Origin)>,
     tasks: Vec<TaskFactory<'a>>,
 }
 
@@ -66,7 +67,7 @@ impl<'a> Runner<'a> {
     }
 
     /// Extra service definitions (for example supervisord programs), added before start.
-    pub fn services(mut self, specs: Vec<ServiceSpec>, origin: Origin) -> Self {
+    pub fn services(mut self, specs: Vec<Arc<ServiceSpec>>, origin: Origin) -> Self {
         self.extra.extend(specs.into_iter().map(|s| (s, origin)));
         self
     }
@@ -224,7 +225,10 @@ async fn reload(ctx: &Context, handle: &SupervisorHandle) {
     match Config::load(ctx.config_path.as_deref(), &ctx.root) {
         Ok(config) => {
             let report = handle
-                .apply(config.supervise.services, Origin::Native)
+                .apply(
+                    config.supervise.services.into_iter().map(Arc::new).collect(),
+                    Origin::Native,
+                )
                 .await;
             tracing::info!(
                 added = report.added.len(),

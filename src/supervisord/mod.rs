@@ -9,6 +9,7 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -140,7 +141,8 @@ pub enum SupervisordError {
 pub struct Loaded {
     /// Programs, re-rooted, overrides applied; give them to the supervisor with
     /// `Origin::Supervisord`.
-    pub programs: Vec<ServiceSpec>,
+    /// Shared with the supervisor (one copy of each definition).
+    pub programs: Vec<Arc<ServiceSpec>>,
     /// The socket to serve (`None`: no `[unix_http_server]` and no `socket` override).
     pub server: Option<ServerSettings>,
     /// `getIdentification` answer.
@@ -177,7 +179,7 @@ pub fn load(ctx: &Context) -> Result<Loaded, SupervisordError> {
         s.socket = socket.clone();
     }
     Ok(Loaded {
-        programs: parsed.programs,
+        programs: parsed.programs.into_iter().map(Arc::new).collect(),
         server,
         identifier: parsed.identifier,
     })

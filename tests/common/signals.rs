@@ -4,16 +4,24 @@
 use std::os::unix::process::CommandExt;
 use std::process::Command;
 
-/// Signal dispositions as a container runtime gives them: a test run started under `nohup`
-/// or as a background job of a script inherits SIGHUP, SIGINT and SIGQUIT ignored, and a
+/// Signal state as a container runtime gives it: every disposition default and nothing
+/// blocked. A test run started under `nohup`, as a background job of a script, or from
+/// Python inherits some signals ignored (HUP, INT, QUIT, XFSZ) or blocked (CHLD), and a
 /// main command would inherit that through the init (and could not trap them).
 pub fn default_signal_dispositions(cmd: &mut Command) {
-    // SAFETY: signal() is async-signal-safe; only dispositions change between fork and exec.
+    // SAFETY: signal() and sigprocmask() are async-signal-safe; only signal state changes
+    // between fork and exec.
     unsafe {
         cmd.pre_exec(|| {
-            for sig in [libc::SIGHUP, libc::SIGINT, libc::SIGQUIT, libc::SIGPIPE] {
-                libc::signal(sig, libc::SIG_DFL);
+            for sig in 1..=libc::SIGRTMAX() {
+                if sig != libc::SIGKILL && sig != libc::SIGSTOP {
+                    // Fails (EINVAL) only for the C library's reserved real-time signals.
+                    libc::signal(sig, libc::SIG_DFL);
+                }
             }
+            let mut none: libc::sigset_t = std::mem::zeroed();
+            libc::sigemptyset(&mut none);
+            libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             Ok(())
         });
     }

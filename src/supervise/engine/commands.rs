@@ -1,6 +1,8 @@
 //! Commands from the handles: start, stop, signal, add, remove and apply a new set of
 //! service definitions.
 
+use std::sync::Arc;
+
 use super::State;
 use crate::pid1::kill_pid;
 use crate::supervise::spawn::Attach;
@@ -63,7 +65,7 @@ impl State {
 
     pub(super) fn cmd_add(
         &mut self,
-        spec: ServiceSpec,
+        spec: Arc<ServiceSpec>,
         origin: Origin,
     ) -> Result<(), SuperviseError> {
         if self.services.contains_key(&spec.name) {
@@ -94,7 +96,7 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn cmd_apply(&mut self, specs: Vec<ServiceSpec>, origin: Origin) -> UpdateReport {
+    pub(super) fn cmd_apply(&mut self, specs: Vec<Arc<ServiceSpec>>, origin: Origin) -> UpdateReport {
         let mut report = UpdateReport::default();
         let new_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         for spec in specs {
@@ -111,7 +113,7 @@ impl State {
                 Some(svc) => {
                     report.changed.push(name.clone());
                     if svc.pid.is_some() {
-                        svc.replace_with = Some(Box::new(spec));
+                        svc.replace_with = Some(spec);
                         svc.then_start = true;
                         svc.want_up = false;
                         self.begin_stop(&name);

@@ -31,9 +31,9 @@ pub(crate) enum Msg {
     Start(String, Reply),
     Stop(String, Reply),
     Signal(String, i32, Reply),
-    Add(Box<ServiceSpec>, Origin, Reply),
+    Add(Arc<ServiceSpec>, Origin, Reply),
     Remove(String, Reply),
-    Apply(Vec<ServiceSpec>, Origin, oneshot::Sender<UpdateReport>),
+    Apply(Vec<Arc<ServiceSpec>>, Origin, oneshot::Sender<UpdateReport>),
     Exit {
         name: String,
         pid: i32,
@@ -184,21 +184,26 @@ fn now_unix() -> u64 {
 
 impl State {
     /// Add a service (config time or at run time).
-    pub fn insert(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
+    pub fn insert(&mut self, spec: impl Into<Arc<ServiceSpec>>, origin: Origin, attach: Attach) {
         self.insert_unordered(spec, origin, attach);
         self.reorder();
     }
 
     /// Add a service without recomputing the start order: for loading many at once, followed
     /// by one [`Self::reorder`].
-    pub fn insert_unordered(&mut self, spec: ServiceSpec, origin: Origin, attach: Attach) {
-        let svc = Service::new(spec, origin, attach, self.shutdown.is_some());
+    pub fn insert_unordered(
+        &mut self,
+        spec: impl Into<Arc<ServiceSpec>>,
+        origin: Origin,
+        attach: Attach,
+    ) {
+        let svc = Service::new(spec.into(), origin, attach, self.shutdown.is_some());
         self.services.insert(svc.spec.name.clone(), Box::new(svc));
     }
 
     /// Recompute the start order.
     pub fn reorder(&mut self) {
-        self.order = super::order::start_order(self.services.values().map(|s| &s.spec));
+        self.order = super::order::start_order(self.services.values().map(|s| &*s.spec));
     }
 
     pub fn finished(&self) -> bool {
@@ -256,7 +261,7 @@ impl State {
                 let _ = reply.send(self.cmd_signal(&name, sig));
             }
             Msg::Add(spec, origin, reply) => {
-                let _ = reply.send(self.cmd_add(*spec, origin));
+                let _ = reply.send(self.cmd_add(spec, origin));
             }
             Msg::Remove(name, reply) => {
                 let _ = reply.send(self.cmd_remove(&name));

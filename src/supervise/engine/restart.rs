@@ -145,7 +145,7 @@ impl State {
         svc.note = Some("Stopped".into());
         tracing::info!(service = name, "stopped");
         if let Some(spec) = svc.replace_with.take() {
-            svc.spec = *spec;
+            svc.spec = spec;
             self.reorder();
         }
         let svc = self.services.get_mut(name).expect("known");

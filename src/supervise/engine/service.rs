@@ -14,7 +14,8 @@ use crate::supervise::{
 
 /// One service and its run-time state.
 pub(crate) struct Service {
-    pub spec: ServiceSpec,
+    /// Shared with the supervisord interface's program table (one copy per program).
+    pub spec: Arc<ServiceSpec>,
     pub origin: Origin,
     pub attach: Attach,
     pub state: ProcessState,
@@ -44,8 +45,7 @@ pub(crate) struct Service {
     /// The supervisor should (re)start it when its dependencies allow.
     pub want_up: bool,
     pub(super) then_start: bool,
-    /// Boxed: a spec is about 750 bytes, and every service would carry room for one.
-    pub(super) replace_with: Option<Box<ServiceSpec>>,
+    pub(super) replace_with: Option<Arc<ServiceSpec>>,
     pub(super) remove_after_stop: bool,
     pub(super) ever_started: bool,
     pub(super) timer: Option<AbortHandle>,
@@ -77,7 +77,7 @@ pub(crate) struct Health {
 
 impl Service {
     pub(super) fn new(
-        spec: ServiceSpec,
+        spec: Arc<ServiceSpec>,
         origin: Origin,
         attach: Attach,
         shutting_down: bool,

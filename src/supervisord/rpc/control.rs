@@ -9,7 +9,7 @@ impl Rpc {
             (group, None) => return self.start_group(&group, wait).await,
             (_, Some(info)) => info,
         };
-        if let Some(spec) = self.spec_of(&info.name).await {
+        if let Some(spec) = self.spec_of(&info.name) {
             check_command(&spec)?;
         }
         if RUNNING_STATES.contains(&info.state) {

@@ -51,18 +51,14 @@ impl Rpc {
         rows.into_iter().map(|(i, _)| i).collect()
     }
 
-    pub(super) async fn spec_of(&self, name: &str) -> Option<ServiceSpec> {
-        self.handle
-            .specs()
-            .await
-            .into_iter()
-            .find(|s| s.name == name)
+    pub(super) fn spec_of(&self, name: &str) -> Option<Arc<ServiceSpec>> {
+        self.handle.spec(name)
     }
 
     pub(super) async fn get_process_info(&self, name: &str) -> RpcResult {
         match self.resolve(name).await? {
             (_, Some(info)) => {
-                let spec = self.spec_of(&info.name).await;
+                let spec = self.spec_of(&info.name);
                 let logs = spec.map(|s| self.log_names(&s)).unwrap_or_default();
                 Ok(self.process_info(&info, logs))
             }

@@ -15,7 +15,7 @@ impl Rpc {
             (_, Some(i)) => i,
             (_, None) => return Err(Fault::with(faults::BAD_NAME, name)),
         };
-        if let Some(spec) = self.spec_of(&info.name).await {
+        if let Some(spec) = self.spec_of(&info.name) {
             let target = match stream {
                 Stream::Stdout => &spec.stdout,
                 Stream::Stderr if spec.redirect_stderr => return Ok(None),

@@ -232,10 +232,10 @@ impl Rpc {
         handle: SupervisorHandle,
         source: RereadSource,
         identifier: &str,
-        initial: Vec<ServiceSpec>,
+        initial: Vec<Arc<ServiceSpec>>,
         mainlog: Option<MainLog>,
     ) -> Rpc {
-        let available: Vec<Arc<ServiceSpec>> = initial.into_iter().map(Arc::new).collect();
+        let available = initial;
         let active = by_group(&available).into_iter().collect();
         Rpc {
             handle,

@@ -61,7 +61,7 @@ impl Rpc {
         }
         for spec in &specs {
             self.handle
-                .add(ServiceSpec::clone(spec), Origin::Supervisord)
+                .add(Arc::clone(spec), Origin::Supervisord)
                 .await
                 .map_err(|e| match e {
                     SuperviseError::AlreadyStarted(_) | SuperviseError::BadArguments(_) => {
