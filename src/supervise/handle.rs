@@ -200,7 +200,11 @@ impl SupervisorHandle {
 
     /// The current definition of one service.
     pub fn spec(&self, name: &str) -> Option<Arc<ServiceSpec>> {
-        self.shared.lock().services.get(name).map(|s| s.spec.clone())
+        self.shared
+            .lock()
+            .services
+            .get(name)
+            .map(|s| s.spec.clone())
     }
 
     /// Current definitions, in start order.

@@ -226,7 +226,12 @@ async fn reload(ctx: &Context, handle: &SupervisorHandle) {
         Ok(config) => {
             let report = handle
                 .apply(
-                    config.supervise.services.into_iter().map(Arc::new).collect(),
+                    config
+                        .supervise
+                        .services
+                        .into_iter()
+                        .map(Arc::new)
+                        .collect(),
                     Origin::Native,
                 )
                 .await;

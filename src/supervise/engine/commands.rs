@@ -96,7 +96,11 @@ impl State {
         Ok(())
     }
 
-    pub(super) fn cmd_apply(&mut self, specs: Vec<Arc<ServiceSpec>>, origin: Origin) -> UpdateReport {
+    pub(super) fn cmd_apply(
+        &mut self,
+        specs: Vec<Arc<ServiceSpec>>,
+        origin: Origin,
+    ) -> UpdateReport {
         let mut report = UpdateReport::default();
         let new_names: Vec<String> = specs.iter().map(|s| s.name.clone()).collect();
         for spec in specs {
