@@ -624,7 +624,7 @@ fn sent_and_seen(r: &mut pid1::Running, init_pid: i32, signals: &[i32]) -> Vec<i
         for _ in 0..2 {
             kill(init_pid, sentinel);
             let want = sentinel.to_string();
-            let dead = poll("the sentinel", || {
+            let dead = poll(&format!("the sentinel after signal {sig}"), || {
                 while let Some(l) = r.try_line() {
                     if l == want {
                         return Some(false);

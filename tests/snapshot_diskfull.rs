@@ -34,16 +34,137 @@ fn write_noise(path: &std::path::Path) {
 
 /// Mount a 2 MiB tmpfs on `dir` (made if missing); unmounted on drop.
 fn small_disk(dir: &std::path::Path) -> Tmpfs {
+    tmpfs(dir, "size=2m")
+}
+
+/// Mount a tmpfs with `options` on `dir` (made if missing); unmounted on drop.
+fn tmpfs(dir: &std::path::Path, options: &str) -> Tmpfs {
     std::fs::create_dir_all(dir).unwrap();
     nix::mount::mount(
         Some("tmpfs"),
         dir,
         Some("tmpfs"),
         nix::mount::MsFlags::empty(),
-        Some("size=2m"),
+        Some(options),
     )
     .unwrap();
     Tmpfs(dir.to_path_buf())
+}
+
+/// `PATH: no free inodes left on the device: at least N files needed, F free; ...` ->
+/// (N, F), checked to be one line naming the fix.
+fn parse_no_inodes(msg: &str, path: &std::path::Path) -> (u64, u64) {
+    let rest = msg
+        .strip_prefix(&format!(
+            "{}: no free inodes left on the device: at least ",
+            path.display()
+        ))
+        .unwrap_or_else(|| panic!("not a no-inodes error on {}: {msg}", path.display()));
+    let (needed, rest) = rest.split_once(" files needed, ").expect(msg);
+    let free = rest
+        .strip_suffix(" free; remove files there or give the file system more inodes")
+        .expect(msg);
+    assert!(!msg.contains('\n'), "{msg:?}");
+    (needed.parse().expect(msg), free.parse().expect(msg))
+}
+
+/// Names in `dir` that cfy-init's staging or partial files use.
+fn leftovers(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".cfy-snapshot-") || n.ends_with(".partial"))
+        .collect()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// An archive directory with room but no free inode: the archive cannot even be created.
+/// The error says it is the inodes, names the partial archive, 1 needed and 0 free; a 507
+/// through the API mapping; nothing left behind; with an inode free again it works.
+#[test]
+fn archive_directory_out_of_inodes_says_so() {
+    let e = env("precopy: true\nquiesce:\n  services: []");
+    populate(&e.store());
+    let before = fingerprint(&e.store());
+    // tmpfs counts its root directory: one inode in all, none free.
+    let guard = tmpfs(&e.archives(), "size=64m,nr_inodes=1");
+    let engine = Engine::new(&e.ctx, Arc::new(NoServices));
+    let rt = runtime();
+    let job = engine.begin_snapshot().unwrap();
+    let partial = e.archives().join(format!(".{}.tar.zst.partial", job.id));
+    let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
+    assert!(matches!(err, SnapshotError::NoInodes { .. }), "{err}");
+    assert_eq!(parse_no_inodes(&err.to_string(), &partial), (1, 0));
+    assert!(leftovers(&e.archives()).is_empty());
+    assert_eq!(fingerprint(&e.store()), before);
+    drop(guard);
+    let meta = rt
+        .block_on(engine.run_snapshot(engine.begin_snapshot().unwrap()))
+        .unwrap();
+    assert_eq!(engine.list()[0].id, meta.id);
+}
+
+/// The paused copy (`precopy: false`) on a store's file system with bytes to spare but too
+/// few inodes for a second copy of its entries: the error says it is the inodes, names the
+/// staging directory, the entries a copy needs and the inodes free once it is removed; the
+/// store as it was. A restore of an archive with more entries than free inodes is refused
+/// the same way, naming the store, before anything is written.
+#[test]
+fn store_out_of_inodes_for_the_copy_or_a_restore_says_so() {
+    let e = env("precopy: false\nquiesce:\n  services: []\n  post: [[touch, \"{store}/../post\"]]");
+    // 41 entries and the root directory: 42 of 60 inodes used.
+    let _guard = tmpfs(&e.store(), "size=64m,nr_inodes=60");
+    fill(&e.store());
+    let before = fingerprint(&e.store());
+    let engine = Engine::new(&e.ctx, Arc::new(NoServices));
+    let rt = runtime();
+    let job = engine.begin_snapshot().unwrap();
+    let staged = e.store().join(format!(".cfy-snapshot-copy-{}", job.id));
+    let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
+    assert!(matches!(err, SnapshotError::NoInodes { .. }), "{err}");
+    let (needed, free) = parse_no_inodes(&err.to_string(), &staged);
+    assert_eq!((needed, free), (41, 60 - 42), "{err}");
+    assert!(!staged.exists() && leftovers(&e.store()).is_empty());
+    assert!(e.root().join("post").exists());
+    assert_eq!(fingerprint(&e.store()), before);
+
+    // The same tree archived elsewhere (on a disk with inodes to spare), then restored
+    // onto this store, which has fewer inodes free than the archive has entries.
+    let other = env("precopy: true\nquiesce:\n  services: []");
+    fill(&other.store());
+    let other_engine = Engine::new(&other.ctx, Arc::new(NoServices));
+    let meta = rt
+        .block_on(other_engine.run_snapshot(other_engine.begin_snapshot().unwrap()))
+        .unwrap();
+    for ext in ["tar.zst", "json"] {
+        let name = format!("{}.{ext}", meta.id);
+        std::fs::copy(other.archives().join(&name), e.archives().join(&name)).unwrap();
+    }
+    let job = engine.begin_restore().unwrap();
+    let err = rt
+        .block_on(engine.run_restore(job, RestoreSource::Id(meta.id.clone())))
+        .unwrap_err();
+    assert!(matches!(err, SnapshotError::NoInodes { .. }), "{err}");
+    let (needed, free) = parse_no_inodes(&err.to_string(), &e.store());
+    assert_eq!((needed, free), (meta.entries as u64, 60 - 42), "{err}");
+    assert_eq!(fingerprint(&e.store()), before);
+    assert!(leftovers(&e.store()).is_empty());
+}
+
+/// `populate`'s 11 entries and 30 more: 41 in all.
+fn fill(store: &std::path::Path) {
+    populate(store);
+    std::fs::create_dir(store.join("many")).unwrap();
+    for i in 0..29 {
+        std::fs::write(store.join(format!("many/{i}")), "x").unwrap();
+    }
 }
 
 /// The out-of-space error of a snapshot of the 4 MiB noise into the 2 MiB archive

@@ -66,7 +66,9 @@ fn snapshot_error(e: SnapshotError) -> (StatusCode, Json<serde_json::Value>) {
         SnapshotError::Rejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
         SnapshotError::NoCloudify => StatusCode::NOT_FOUND,
         SnapshotError::Remote(_) => StatusCode::BAD_GATEWAY,
-        SnapshotError::NoSpace { .. } => StatusCode::INSUFFICIENT_STORAGE,
+        SnapshotError::NoSpace { .. } | SnapshotError::NoInodes { .. } => {
+            StatusCode::INSUFFICIENT_STORAGE
+        }
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     error_json(status, e.to_string())

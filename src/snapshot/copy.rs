@@ -287,12 +287,17 @@ pub fn remove_tree(path: &Path) {
     }
 }
 
-/// What a copy of the store `src` takes on disk where nothing is reflinked: the blocks
-/// its entries hold (multiply linked files once; top-level reserved names skipped). The
-/// copy keeps holes, so this is what it allocates, give or take a directory block.
-pub fn tree_usage(src: &Path) -> u64 {
-    fn walk(dir: &Path, top: bool, seen: &mut std::collections::HashSet<(u64, u64)>) -> u64 {
-        let mut sum = 0;
+/// What a copy of the store `src` takes on disk where nothing is reflinked: the bytes of
+/// the blocks its entries hold and the inodes (multiply linked files once; top-level
+/// reserved names skipped). The copy keeps holes, so this is what it allocates, give or
+/// take a directory block.
+pub fn tree_usage(src: &Path) -> Usage {
+    fn walk(
+        dir: &Path,
+        top: bool,
+        seen: &mut std::collections::HashSet<(u64, u64)>,
+        u: &mut Usage,
+    ) {
         for item in fs::read_dir(dir).into_iter().flatten().flatten() {
             if top && is_reserved(&item.file_name()) {
                 continue;
@@ -303,12 +308,21 @@ pub fn tree_usage(src: &Path) -> u64 {
             if meta.nlink() > 1 && !meta.is_dir() && !seen.insert((meta.dev(), meta.ino())) {
                 continue;
             }
-            sum += meta.blocks() * 512;
+            u.bytes += meta.blocks() * 512;
+            u.inodes += 1;
             if meta.is_dir() {
-                sum += walk(&item.path(), false, seen);
+                walk(&item.path(), false, seen, u);
             }
         }
-        sum
     }
-    walk(src, true, &mut Default::default())
+    let mut usage = Usage::default();
+    walk(src, true, &mut Default::default(), &mut usage);
+    usage
+}
+
+/// Room a tree takes: bytes of allocated blocks, and inodes.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct Usage {
+    pub bytes: u64,
+    pub inodes: u64,
 }

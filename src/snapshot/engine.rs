@@ -369,20 +369,17 @@ impl Engine {
         let m = dir.join(format!("{}.json", meta.id));
         let json = serde_json::to_vec_pretty(meta).expect("meta serializes");
         fsutil::write_atomic(&m, &json, 0o600)
-            .map_err(|e| SnapshotError::write(&m, e, json.len() as u64))
+            .map_err(|e| SnapshotError::create(&m, e, json.len() as u64))
     }
 
-    /// The paused copy into `staged` (removed by now) ran out of space: name the staging
-    /// directory, the room a copy of the store takes where nothing is reflinked, and what
-    /// the store's file system has free. Other errors pass.
+    /// The paused copy into `staged` (removed by now) ran out of space or inodes: name the
+    /// staging directory, the room a copy of the store takes where nothing is reflinked, and
+    /// what the store's file system has free. Other errors pass.
     fn staging_no_space(&self, e: SnapshotError, staged: &Path) -> SnapshotError {
         match e {
             SnapshotError::Io { source, .. } if super::is_no_space(&source) => {
-                SnapshotError::NoSpace {
-                    path: staged.to_path_buf(),
-                    needed: copy::tree_usage(&self.store),
-                    free: super::free_bytes(&self.store),
-                }
+                let usage = copy::tree_usage(&self.store);
+                super::no_space_on(staged, &self.store, usage.bytes, usage.inodes)
             }
             other => other,
         }
@@ -521,7 +518,7 @@ impl Engine {
             RestoreSource::Id(id) => {
                 let meta = self.get(&id)?;
                 job.set_snapshot(&id);
-                self.check_space(meta.total_bytes)?;
+                self.check_space(meta.total_bytes, meta.entries as u64)?;
                 (self.archive_path(&id)?, Some(meta.sha256))
             }
             RestoreSource::Upload { path, sha256 } => (path, sha256),
@@ -620,18 +617,14 @@ impl Engine {
         }
     }
 
-    /// A restore needs room for the whole tree beside the store until the swap.
-    fn check_space(&self, needed: u64) -> Result<(), SnapshotError> {
-        let Ok(st) = nix::sys::statvfs::statvfs(&self.store) else {
+    /// A restore needs room for the whole tree beside the store until the swap: its bytes
+    /// and an inode per entry.
+    fn check_space(&self, needed: u64, entries: u64) -> Result<(), SnapshotError> {
+        let Some(free) = super::free_space(&self.store) else {
             return Ok(()); // the extraction reports it if it matters
         };
-        let free = st.blocks_free() * st.fragment_size();
-        if free < needed {
-            return Err(SnapshotError::NoSpace {
-                path: self.store.clone(),
-                needed,
-                free,
-            });
+        if free.bytes < needed || (free.counts_inodes && free.inodes < entries) {
+            return Err(super::no_space(&self.store, needed, entries));
         }
         Ok(())
     }

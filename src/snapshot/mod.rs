@@ -249,6 +249,12 @@ pub enum SnapshotError {
         needed: u64,
         free: u64,
     },
+    #[error("{}: no free inodes left on the device: at least {needed} files needed, {free} free; remove files there or give the file system more inodes", path.display())]
+    NoInodes {
+        path: PathBuf,
+        needed: u64,
+        free: u64,
+    },
     #[error("quiesce: {0}")]
     Quiesce(String),
     #[error("restore failed and the previous store was put back: {0}")]
@@ -269,28 +275,44 @@ impl SnapshotError {
         }
     }
 
-    /// An error of writing `path`: out of space (ENOSPC, EDQUOT) becomes [`NoSpace`]
-    /// naming `needed` (a lower bound) and what the file system has free now.
+    /// An error of writing to the existing file `path`: out of space (ENOSPC, EDQUOT)
+    /// becomes [`NoSpace`] naming `needed` (a lower bound) and what the file system has
+    /// free now.
     ///
     /// [`NoSpace`]: SnapshotError::NoSpace
     pub fn write(path: &Path, source: std::io::Error, needed: u64) -> SnapshotError {
+        Self::out_of_room(path, source, needed, 0)
+    }
+
+    /// An error of creating the file `path` and writing `needed` bytes to it: as
+    /// [`write`](SnapshotError::write), or [`NoInodes`] when it is the inodes that ran out
+    /// (ENOSPC says either).
+    ///
+    /// [`NoInodes`]: SnapshotError::NoInodes
+    pub fn create(path: &Path, source: std::io::Error, needed: u64) -> SnapshotError {
+        Self::out_of_room(path, source, needed, 1)
+    }
+
+    fn out_of_room(path: &Path, source: std::io::Error, bytes: u64, inodes: u64) -> SnapshotError {
         if is_no_space(&source) {
-            SnapshotError::NoSpace {
-                path: path.to_path_buf(),
-                needed,
-                free: free_bytes(path),
-            }
+            no_space(path, bytes, inodes)
         } else {
             SnapshotError::io(path, source)
         }
     }
 
-    /// The same error with the free bytes of [`NoSpace`](SnapshotError::NoSpace) measured
-    /// again, after the caller removed what the failed job had written.
+    /// The same error with what [`NoSpace`](SnapshotError::NoSpace) or
+    /// [`NoInodes`](SnapshotError::NoInodes) reports free measured again, after the caller
+    /// removed what the failed job had written.
     pub fn refresh_free(self) -> SnapshotError {
         match self {
             SnapshotError::NoSpace { path, needed, .. } => SnapshotError::NoSpace {
                 free: free_bytes(&path),
+                path,
+                needed,
+            },
+            SnapshotError::NoInodes { path, needed, .. } => SnapshotError::NoInodes {
+                free: free_space(&path).map_or(0, |f| f.inodes),
                 path,
                 needed,
             },
@@ -299,17 +321,75 @@ impl SnapshotError {
     }
 }
 
+/// Out of room for `path`, which needs at least `bytes` and `inodes` more: the inodes
+/// when the file system has fewer free than that (and counts them), else the bytes.
+pub fn no_space(path: &Path, bytes: u64, inodes: u64) -> SnapshotError {
+    no_space_on(path, path, bytes, inodes)
+}
+
+/// [`no_space`] for `path`, with what is free measured on the file system of `fs_path`
+/// (when `path` itself is gone).
+pub fn no_space_on(path: &Path, fs_path: &Path, bytes: u64, inodes: u64) -> SnapshotError {
+    no_space_with(path, free_space(fs_path), bytes, inodes)
+}
+
+/// [`no_space`] with what is free already measured.
+pub fn no_space_with(
+    path: &Path,
+    free: Option<FreeSpace>,
+    bytes: u64,
+    inodes: u64,
+) -> SnapshotError {
+    match free {
+        Some(f) if f.counts_inodes && f.inodes < inodes => SnapshotError::NoInodes {
+            path: path.to_path_buf(),
+            needed: inodes,
+            free: f.inodes,
+        },
+        _ => SnapshotError::NoSpace {
+            path: path.to_path_buf(),
+            needed: bytes,
+            free: free.map_or(0, |f| f.bytes),
+        },
+    }
+}
+
+/// What a file system has free, for root.
+#[derive(Debug, Clone, Copy)]
+pub struct FreeSpace {
+    pub bytes: u64,
+    pub inodes: u64,
+    /// False where the file system has no inode limit (btrfs reports 0 inodes in all).
+    pub counts_inodes: bool,
+}
+
+impl FreeSpace {
+    pub fn of(st: &nix::sys::statvfs::Statvfs) -> FreeSpace {
+        FreeSpace {
+            bytes: st.blocks_free() * st.fragment_size(),
+            inodes: st.files_free(),
+            counts_inodes: st.files() > 0,
+        }
+    }
+}
+
+/// What the file system holding `path` (or its nearest existing ancestor, since a failed
+/// job removes what it wrote) has free.
+pub fn free_space(path: &Path) -> Option<FreeSpace> {
+    path.ancestors()
+        .find_map(|a| nix::sys::statvfs::statvfs(a).ok())
+        .map(|st| FreeSpace::of(&st))
+}
+
 /// Out of space or over a quota.
 pub fn is_no_space(e: &std::io::Error) -> bool {
     matches!(e.raw_os_error(), Some(libc::ENOSPC) | Some(libc::EDQUOT))
 }
 
-/// Free bytes of the file system holding `path` (or its nearest existing ancestor, since
-/// a failed job removes what it wrote); 0 when unknown.
+/// Free bytes of the file system holding `path` (or its nearest existing ancestor); 0 when
+/// unknown.
 pub fn free_bytes(path: &Path) -> u64 {
-    path.ancestors()
-        .find_map(|a| nix::sys::statvfs::statvfs(a).ok())
-        .map_or(0, |st| st.blocks_free() * st.fragment_size())
+    free_space(path).map_or(0, |f| f.bytes)
 }
 
 /// Boot-time cleanup: finish (roll back) a restore the init died in the middle of, and

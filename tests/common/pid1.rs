@@ -35,8 +35,11 @@ pub enum Ns {
 pub const BOTH: [Ns; 2] = [Ns::Pid1, Ns::Host];
 
 /// A program that prints every signal it receives (one number per line) after a
-/// `ready PID` line; it handles every catchable signal, real-time ones included.
-const PRINT_SIGNALS: &str = r#"import os, signal, sys
+/// `ready PID` line; it handles every catchable signal, real-time ones included. It waits
+/// in `select` on the wakeup fd, not in `signal.pause()`: a signal that lands between
+/// Python's last check for pending handlers and the `pause` system call would leave it
+/// asleep until the next signal, while the wakeup byte stays in the pipe.
+const PRINT_SIGNALS: &str = r#"import os, select, signal, sys
 def on(n, _):
     sys.stdout.write("%d\n" % n)
     sys.stdout.flush()
@@ -50,8 +53,12 @@ for n in range(1, signal.SIGRTMAX + 1):
 print("ready %d" % os.getpid(), flush=True)
 if len(sys.argv) > 1:
     open(sys.argv[1], "w").close()
+r, w = os.pipe()
+os.set_blocking(w, False)
+signal.set_wakeup_fd(w, warn_on_full_buffer=False)
 while True:
-    signal.pause()
+    select.select([r], [], [])
+    os.read(r, 4096)
 "#;
 
 /// A scratch directory with the `tini` / `dumb-init` symlinks and the helper programs.

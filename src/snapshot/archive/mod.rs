@@ -159,7 +159,7 @@ impl ArchiveWriter {
             .create_new(true)
             .mode(0o600)
             .open(out)
-            .map_err(|e| SnapshotError::io(out, e))?;
+            .map_err(|e| SnapshotError::create(out, e, 1))?;
         let workers = match compression.threads {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
             n => n as usize,

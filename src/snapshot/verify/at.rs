@@ -223,13 +223,10 @@ pub fn set_xattr_at(dir: RawFd, name: &str, key: &str, value: &[u8]) -> io::Resu
     xattr::set(Path::new(&p), key, value)
 }
 
-/// Bytes free (for root) on the file system of `f`.
-pub fn free_bytes(f: RawFd) -> Option<u64> {
-    // SAFETY: statvfs is plain data; fstatvfs fills it.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    // SAFETY: plain syscall into st.
-    if unsafe { libc::fstatvfs(f, &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bfree as u64 * st.f_frsize as u64)
+/// What is free (for root) on the file system of `f`.
+pub fn free_space(f: RawFd) -> Option<crate::snapshot::FreeSpace> {
+    // SAFETY: the caller's fd stays open for this call.
+    nix::sys::statvfs::fstatvfs(unsafe { std::os::fd::BorrowedFd::borrow_raw(f) })
+        .ok()
+        .map(|st| crate::snapshot::FreeSpace::of(&st))
 }

@@ -162,11 +162,9 @@ impl Extractor<'_> {
     fn fs_err(&self, rel: &str, e: io::Error, needed: u64) -> SnapshotError {
         let path = self.staging.join(rel);
         match e.raw_os_error() {
-            Some(libc::ENOSPC) | Some(libc::EDQUOT) => SnapshotError::NoSpace {
-                free: at::free_bytes(self.root_fd).unwrap_or(0),
-                path,
-                needed,
-            },
+            Some(libc::ENOSPC) | Some(libc::EDQUOT) => {
+                crate::snapshot::no_space_with(&path, at::free_space(self.root_fd), needed, 1)
+            }
             Some(libc::EEXIST) => reject(format!("{rel:?}: replaces an entry already written")),
             Some(
                 libc::ENAMETOOLONG | libc::ENOTDIR | libc::ELOOP | libc::EISDIR | libc::EINVAL,
