@@ -152,14 +152,6 @@ fn fixture(extra: &str) -> Fixture {
     Fixture { e, engine, outside }
 }
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 /// Restore `bytes` as an upload and check that it is rejected, citing `reason`, with
 /// the store and everything outside untouched.
 fn assert_rejected(f: &Fixture, case: &str, bytes: &[u8], reason: &str) {
@@ -171,7 +163,7 @@ fn assert_rejected(f: &Fixture, case: &str, bytes: &[u8], reason: &str) {
     std::fs::create_dir_all(f.e.archives()).unwrap();
     std::fs::write(&upload, bytes).unwrap();
     let job = f.engine.begin_restore().unwrap();
-    let result = rt().block_on(f.engine.run_restore(
+    let result = common::runtime().block_on(f.engine.run_restore(
         job,
         RestoreSource::Upload {
             path: upload.clone(),
@@ -395,14 +387,15 @@ fn hostile_members_are_refused() {
     let upload = f.e.archives().join("upload-ok");
     std::fs::write(&upload, bytes).unwrap();
     let job = f.engine.begin_restore().unwrap();
-    rt().block_on(f.engine.run_restore(
-        job,
-        RestoreSource::Upload {
-            path: upload,
-            sha256: None,
-        },
-    ))
-    .unwrap();
+    common::runtime()
+        .block_on(f.engine.run_restore(
+            job,
+            RestoreSource::Upload {
+                path: upload,
+                sha256: None,
+            },
+        ))
+        .unwrap();
     let store = f.e.store();
     assert_eq!(std::fs::read_to_string(store.join("d/x")).unwrap(), "x");
     use std::os::unix::fs::{FileTypeExt, MetadataExt};
@@ -534,7 +527,7 @@ fn decompression_bomb_stops_at_the_limit() {
 #[test]
 fn tampered_stored_snapshot_fails_its_checksum() {
     let f = fixture("");
-    let rt = rt();
+    let rt = common::runtime();
     let job = f.engine.begin_snapshot().unwrap();
     let meta = rt.block_on(f.engine.run_snapshot(job)).unwrap();
     // Replace the stored archive with a valid but different one: the manifest is fine, the

@@ -54,17 +54,29 @@ fn tmpfs(dir: &std::path::Path, options: &str) -> Tmpfs {
 /// `PATH: no free inodes left on the device: at least N files needed, F free; ...` ->
 /// (N, F), checked to be one line naming the fix.
 fn parse_no_inodes(msg: &str, path: &std::path::Path) -> (u64, u64) {
-    let rest = msg
-        .strip_prefix(&format!(
-            "{}: no free inodes left on the device: at least ",
-            path.display()
-        ))
-        .unwrap_or_else(|| panic!("not a no-inodes error on {}: {msg}", path.display()));
-    let (needed, rest) = rest.split_once(" files needed, ").expect(msg);
-    let free = rest
-        .strip_suffix(" free; remove files there or give the file system more inodes")
-        .expect(msg);
     assert!(!msg.contains('\n'), "{msg:?}");
+    parse_out_of_room(
+        msg,
+        path,
+        "no free inodes left on the device",
+        "files",
+        " free; remove files there or give the file system more inodes",
+    )
+}
+
+/// `PATH: WHAT: at least N UNIT needed, F TAIL` -> (N, F), or a panic naming `path`.
+fn parse_out_of_room(
+    msg: &str,
+    path: &std::path::Path,
+    what: &str,
+    unit: &str,
+    tail: &str,
+) -> (u64, u64) {
+    let rest = msg
+        .strip_prefix(&format!("{}: {what}: at least ", path.display()))
+        .unwrap_or_else(|| panic!("not a {what:?} error on {}: {msg}", path.display()));
+    let (needed, rest) = rest.split_once(&format!(" {unit} needed, ")).expect(msg);
+    let free = rest.strip_suffix(tail).expect(msg);
     (needed.parse().expect(msg), free.parse().expect(msg))
 }
 
@@ -75,14 +87,6 @@ fn leftovers(dir: &std::path::Path) -> Vec<String> {
         .map(|d| d.unwrap().file_name().to_string_lossy().into_owned())
         .filter(|n| n.starts_with(".cfy-snapshot-") || n.ends_with(".partial"))
         .collect()
-}
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
 }
 
 /// An archive directory with room but no free inode: the archive cannot even be created.
@@ -96,7 +100,7 @@ fn archive_directory_out_of_inodes_says_so() {
     // tmpfs counts its root directory: one inode in all, none free.
     let guard = tmpfs(&e.archives(), "size=64m,nr_inodes=1");
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = runtime();
+    let rt = common::runtime();
     let job = engine.begin_snapshot().unwrap();
     let partial = e.archives().join(format!(".{}.tar.zst.partial", job.id));
     let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
@@ -124,7 +128,7 @@ fn store_out_of_inodes_for_the_copy_or_a_restore_says_so() {
     fill(&e.store());
     let before = fingerprint(&e.store());
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = runtime();
+    let rt = common::runtime();
     let job = engine.begin_snapshot().unwrap();
     let staged = e.store().join(format!(".cfy-snapshot-copy-{}", job.id));
     let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
@@ -180,15 +184,7 @@ fn check_no_space_message(msg: &str, path: &std::path::Path, token: &str) {
 
 /// `PATH: no space left on the device: at least N bytes needed, F free` -> (N, F).
 fn parse_no_space(msg: &str, path: &std::path::Path) -> (u64, u64) {
-    let rest = msg
-        .strip_prefix(&format!(
-            "{}: no space left on the device: at least ",
-            path.display()
-        ))
-        .unwrap_or_else(|| panic!("not a no-space error on {}: {msg}", path.display()));
-    let (needed, rest) = rest.split_once(" bytes needed, ").expect(msg);
-    let free = rest.strip_suffix(" free").expect(msg);
-    (needed.parse().expect(msg), free.parse().expect(msg))
+    parse_out_of_room(msg, path, "no space left on the device", "bytes", " free")
 }
 
 /// Run one snapshot into a 2 MiB archive directory and check that it fails cleanly:
@@ -209,11 +205,7 @@ fn full_disk_case(
     let guard = small_disk(&archives);
 
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let job = engine.begin_snapshot().unwrap();
     let partial = archives.join(format!(".{}.tar.zst.partial", job.id));
     let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
@@ -297,11 +289,7 @@ fn full_store_disk_for_the_paused_copy_says_what_is_needed() {
     std::fs::write(e.store().join("small"), "small").unwrap();
     let before = fingerprint(&e.store());
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let job = engine.begin_snapshot().unwrap();
     let staged = e.store().join(format!(".cfy-snapshot-copy-{}", job.id));
     let err = rt.block_on(engine.run_snapshot(job)).unwrap_err();
@@ -326,11 +314,7 @@ fn restore_onto_a_full_disk_says_what_is_needed() {
     populate(&e.store());
     write_noise(&e.store().join("random.bin"));
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let meta = rt
         .block_on(engine.run_snapshot(engine.begin_snapshot().unwrap()))
         .unwrap();

@@ -78,11 +78,7 @@ fn a_million_entry_manifest_stays_within_64_mib() {
     let size = std::fs::metadata(&upload).unwrap().len();
     assert!(size < 2 << 20, "a small upload: {size} bytes");
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
+    let rt = common::runtime();
     let job = engine.begin_restore().unwrap();
     // Peak RSS from here on: "5" resets VmHWM to the current RSS.
     std::fs::write("/proc/self/clear_refs", "5").unwrap();

@@ -14,14 +14,6 @@ use std::sync::Arc;
 use cfy_init::hooks::NoServices;
 use cfy_init::snapshot::{Engine, RestoreSource};
 
-fn rt() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
-
 fn hello(store: &std::path::Path) -> String {
     let out = Command::new(store.join("opt/manager/env/bin/python3"))
         .args(["-c", "import cfyhello; print(cfyhello.hello())"])
@@ -51,7 +43,7 @@ fn round_trip(precopy: bool) {
     assert!(before["etc/cloudify/config.yaml"].contains("system.posix_acl_access="));
 
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let rt = rt();
+    let rt = common::runtime();
     let meta = rt
         .block_on(engine.run_snapshot(engine.begin_snapshot().unwrap()))
         .unwrap();
@@ -132,7 +124,7 @@ fn archives_are_private() {
         std::fs::set_permissions(d, std::fs::Permissions::from_mode(0o755)).unwrap();
     }
     let engine = Engine::new(&e.ctx, Arc::new(NoServices));
-    let meta = rt()
+    let meta = common::runtime()
         .block_on(engine.run_snapshot(engine.begin_snapshot().unwrap()))
         .unwrap();
     let archive = engine.archive_path(&meta.id).unwrap();

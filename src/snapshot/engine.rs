@@ -623,8 +623,13 @@ impl Engine {
         let Some(free) = super::free_space(&self.store) else {
             return Ok(()); // the extraction reports it if it matters
         };
-        if free.bytes < needed || (free.counts_inodes && free.inodes < entries) {
-            return Err(super::no_space(&self.store, needed, entries));
+        if free.bytes < needed || free.lacks_inodes(entries) {
+            return Err(super::no_space_with(
+                &self.store,
+                Some(free),
+                needed,
+                entries,
+            ));
         }
         Ok(())
     }

@@ -295,7 +295,7 @@ impl SnapshotError {
 
     fn out_of_room(path: &Path, source: std::io::Error, bytes: u64, inodes: u64) -> SnapshotError {
         if is_no_space(&source) {
-            no_space(path, bytes, inodes)
+            no_space_on(path, path, bytes, inodes)
         } else {
             SnapshotError::io(path, source)
         }
@@ -321,19 +321,16 @@ impl SnapshotError {
     }
 }
 
-/// Out of room for `path`, which needs at least `bytes` and `inodes` more: the inodes
-/// when the file system has fewer free than that (and counts them), else the bytes.
-pub fn no_space(path: &Path, bytes: u64, inodes: u64) -> SnapshotError {
-    no_space_on(path, path, bytes, inodes)
-}
-
-/// [`no_space`] for `path`, with what is free measured on the file system of `fs_path`
-/// (when `path` itself is gone).
+/// Out of room for `path`, which needs at least `bytes` and `inodes` more, with what is
+/// free measured on the file system of `fs_path` (`path` itself, or where it was when
+/// the failed job removed it): see [`no_space_with`].
 pub fn no_space_on(path: &Path, fs_path: &Path, bytes: u64, inodes: u64) -> SnapshotError {
     no_space_with(path, free_space(fs_path), bytes, inodes)
 }
 
-/// [`no_space`] with what is free already measured.
+/// Out of room for `path`, which needs at least `bytes` and `inodes` more, given what is
+/// `free`: the inodes when the file system has fewer free than that (and counts them),
+/// else the bytes.
 pub fn no_space_with(
     path: &Path,
     free: Option<FreeSpace>,
@@ -341,7 +338,7 @@ pub fn no_space_with(
     inodes: u64,
 ) -> SnapshotError {
     match free {
-        Some(f) if f.counts_inodes && f.inodes < inodes => SnapshotError::NoInodes {
+        Some(f) if f.lacks_inodes(inodes) => SnapshotError::NoInodes {
             path: path.to_path_buf(),
             needed: inodes,
             free: f.inodes,
@@ -364,6 +361,11 @@ pub struct FreeSpace {
 }
 
 impl FreeSpace {
+    /// Fewer than `n` inodes free, on a file system that counts them.
+    pub fn lacks_inodes(&self, n: u64) -> bool {
+        self.counts_inodes && self.inodes < n
+    }
+
     pub fn of(st: &nix::sys::statvfs::Statvfs) -> FreeSpace {
         FreeSpace {
             bytes: st.blocks_free() * st.fragment_size(),

@@ -32,6 +32,15 @@ impl Env {
     }
 }
 
+/// A two-worker runtime for driving the snapshot engine from a plain `#[test]`.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A temp root with a config: control socket, TCP on a free loopback port with a token,
 /// store and archive dir. `extra` is YAML merged as further top-level keys of `snapshot:`.
 pub fn env(snapshot_extra: &str) -> Env {
