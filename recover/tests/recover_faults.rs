@@ -331,3 +331,46 @@ fn a_rate_limit_longer_than_the_budget_stops_before_any_change() {
         "nothing changed"
     );
 }
+
+#[test]
+fn a_wait_outlasts_a_poll_that_fails_past_its_retries() {
+    // The new server boots for 8 s. As soon as it exists, its reads answer 500 twelve times
+    // in a row: every attempt of two whole calls (six each), about 1.5 s each. The wait
+    // for ACTIVE counts those as missed looks and goes on; it does not end the recovery.
+    let w = World::with(
+        false,
+        SimConfig {
+            build: Duration::from_secs(8),
+            ..Default::default()
+        },
+    );
+    w.wait_manager_ready();
+    let args = w.recover_args(&[]);
+    let mut child = w
+        .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let seeded = w.seeded.server_id.clone();
+    let mut new_id = None;
+    poll("the new server to exist", Duration::from_secs(30), || {
+        new_id = w
+            .sim
+            .with_state(|st| st.servers.keys().find(|id| **id != seeded).cloned());
+        new_id.is_some()
+    });
+    let path = format!("/servers/{}", new_id.unwrap());
+    w.sim
+        .add_fault(rule("GET", &path, FaultKind::Status { status: 500 }).times(12));
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(exit_code(&out), Some(0), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("a poll failed; polling on"),
+        "{}",
+        stderr(&out)
+    );
+    let hit = w.sim.shared.faults.lock().unwrap()[0].seen;
+    assert!(hit >= 12, "all twelve faults were served ({hit} seen)");
+    w.assert_recovered();
+}

@@ -28,6 +28,28 @@ fn decisions(kind: &str) -> String {
     format!("cfy_recover_watch_decisions_total{{decision=\"{kind}\"}}")
 }
 
+/// Until the watcher's log says its recovery finished or stopped; on a timeout the panic
+/// carries the log (the test's directory is gone by the time anyone looks).
+fn wait_for_recovery(log: &Path) {
+    let done = || {
+        let text = read(log);
+        (text.contains("recovery finished") || text.contains("recovery stopped")).then_some(())
+    };
+    let waited = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        until(
+            "the watcher's recovery to finish",
+            Duration::from_secs(180),
+            done,
+        )
+    }));
+    if waited.is_err() {
+        panic!(
+            "the watcher's recovery did not finish in 180 s; its log:\n{}",
+            read(log)
+        );
+    }
+}
+
 fn read(p: &Path) -> String {
     std::fs::read_to_string(p).unwrap_or_default()
 }
@@ -112,14 +134,7 @@ fn watcher_heals_a_manager_whose_compute_host_is_down_exactly_once() {
             .spawn()
             .unwrap(),
     );
-    until(
-        "the watcher's recovery to finish",
-        Duration::from_secs(180),
-        || {
-            (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
-                .then_some(())
-        },
-    );
+    wait_for_recovery(&log);
     let healed_in = t.elapsed();
     assert!(read(&log).contains("recovery finished"), "{}", read(&log));
     // After it: the new manager answers; the watcher says so, and does not act again.
@@ -244,14 +259,7 @@ fn watcher_cut_off_from_the_cloud_never_acts_then_heals_once_the_route_is_back()
     assert_eq!(s["status"], "ERROR", "{s:#}");
     // The route is back: the same watcher now sees ERROR and rebuilds, once.
     ns.heal();
-    until(
-        "the watcher's recovery to finish",
-        Duration::from_secs(180),
-        || {
-            (read(&log).contains("recovery finished") || read(&log).contains("recovery stopped"))
-                .then_some(())
-        },
-    );
+    wait_for_recovery(&log);
     assert!(read(&log).contains("recovery finished"), "{}", read(&log));
     assert_eq!(metric(&metrics, "cfy_recover_watch_recoveries_total"), 1);
     drop(ns);

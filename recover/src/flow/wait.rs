@@ -29,7 +29,10 @@ pub(super) fn cpu_time() -> Duration {
 }
 
 impl Runner<'_> {
-    /// Poll `probe` until it returns `Some`, or time out.
+    /// Poll `probe` until it returns `Some`, or time out. A probe that fails transiently
+    /// even after the call's own retries (a cloud slow to answer under load, a 5xx) is one
+    /// missed look, not the end of the wait: the transition goes on in the cloud, and the
+    /// next poll sees it. Any other error ends the wait.
     pub(super) async fn wait_for<T, F, Fut>(
         &self,
         what: &str,
@@ -46,14 +49,20 @@ impl Runner<'_> {
         let mut last_no: Option<Instant> = None;
         loop {
             let asked = Instant::now();
-            if let Some(v) = probe().await? {
-                if let Some(no) = last_no {
-                    self.slack
-                        .set(self.slack.get() + asked.saturating_duration_since(no));
+            match probe().await {
+                Ok(Some(v)) => {
+                    if let Some(no) = last_no {
+                        self.slack
+                            .set(self.slack.get() + asked.saturating_duration_since(no));
+                    }
+                    return Ok(v);
                 }
-                return Ok(v);
+                Ok(None) => last_no = Some(Instant::now()),
+                Err(FlowError::Cloud(e)) if e.is_transient() && start.elapsed() < timeout => {
+                    tracing::warn!(waiting_for = what, error = %e, "a poll failed; polling on");
+                }
+                Err(e) => return Err(e),
             }
-            last_no = Some(Instant::now());
             if start.elapsed() >= timeout {
                 return Err(FlowError::Timeout {
                     what: what.to_owned(),
