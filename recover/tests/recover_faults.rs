@@ -346,7 +346,7 @@ fn a_wait_outlasts_a_poll_that_fails_past_its_retries() {
     );
     w.wait_manager_ready();
     let args = w.recover_args(&[]);
-    let mut child = w
+    let child = w
         .cmd(&args.iter().map(String::as_str).collect::<Vec<_>>())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
