@@ -1,257 +1,6 @@
-//! The simulator's HTTP routes: Keystone, Nova, Neutron, Cinder, with token checks,
-//! microversion negotiation (honoured and echoed) and the fault layer in front.
+//! Nova: servers, their actions, volume attachments, interfaces, flavors and key pairs.
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::Duration;
-
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Extension, Json, Router};
-use serde_json::{json, Value};
-
-use super::state::*;
-use super::{Shared, APP_CRED_ID, APP_CRED_SECRET, PASSWORD, PROJECT, USERNAME};
-
-type S = State<Arc<Shared>>;
-type Q = Query<HashMap<String, String>>;
-
-pub fn router(shared: Arc<Shared>) -> Router {
-    let compute = Router::new()
-        .route("/servers", get(list_servers).post(create_server))
-        .route("/servers/detail", get(list_servers))
-        .route("/servers/:id", get(show_server).delete(delete_server))
-        .route("/servers/:id/action", post(server_action))
-        .route(
-            "/servers/:id/os-volume_attachments",
-            get(list_volume_attachments).post(attach_volume),
-        )
-        .route(
-            "/servers/:id/os-volume_attachments/:vol",
-            axum::routing::delete(detach_volume),
-        )
-        .route("/servers/:id/os-interface", get(list_interfaces))
-        .route(
-            "/servers/:id/os-interface/:port",
-            axum::routing::delete(detach_interface),
-        )
-        .route("/flavors/detail", get(list_flavors))
-        .route("/os-keypairs/:name", get(show_keypair))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            compute_version,
-        ));
-    let network = Router::new()
-        .route("/v2.0/ports", get(list_ports).post(create_port))
-        .route("/v2.0/ports/:id", get(show_port).put(update_port))
-        .route("/v2.0/floatingips", get(list_fips))
-        .route("/v2.0/floatingips/:id", get(show_fip).put(update_fip));
-    let volume = Router::new()
-        .route("/v3/:project/volumes/:id", get(show_volume))
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            volume_version,
-        ));
-    let authed = Router::new()
-        .nest("/compute/v2.1", compute)
-        .nest("/network", network)
-        .nest("/volume", volume)
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            require_token,
-        ));
-    Router::new()
-        .route("/identity/v3/auth/tokens", post(issue_token))
-        .merge(authed)
-        .layer(middleware::from_fn_with_state(
-            shared.clone(),
-            super::faults::layer,
-        ))
-        .with_state(shared)
-}
-
-fn err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    let message = message.into();
-    (
-        status,
-        Json(json!({ kind: { "code": status.as_u16(), "message": message } })),
-    )
-        .into_response()
-}
-
-fn neutron_err(status: StatusCode, kind: &str, message: impl Into<String>) -> Response {
-    (
-        status,
-        Json(json!({ "NeutronError": { "type": kind, "message": message.into(), "detail": "" } })),
-    )
-        .into_response()
-}
-
-fn not_found(what: &str) -> Response {
-    err(
-        StatusCode::NOT_FOUND,
-        "itemNotFound",
-        format!("{what} could not be found."),
-    )
-}
-
-fn conflict(message: impl Into<String>) -> Response {
-    err(StatusCode::CONFLICT, "conflictingRequest", message)
-}
-
-// ---------- Keystone ----------
-
-async fn issue_token(State(sh): S, Json(body): Json<Value>) -> Response {
-    let identity = &body["auth"]["identity"];
-    let methods = identity["methods"].as_array().cloned().unwrap_or_default();
-    let ok = if methods.iter().any(|m| m == "password") {
-        let u = &identity["password"]["user"];
-        (u["name"] == USERNAME || u["id"] == USERNAME) && u["password"] == PASSWORD
-    } else if methods.iter().any(|m| m == "application_credential") {
-        let c = &identity["application_credential"];
-        c["id"] == APP_CRED_ID && c["secret"] == APP_CRED_SECRET
-    } else {
-        false
-    };
-    if !ok {
-        return (
-            StatusCode::UNAUTHORIZED,
-            Json(json!({ "error": { "code": 401, "title": "Unauthorized",
-                "message": "The request you have made requires authentication." } })),
-        )
-            .into_response();
-    }
-    let token = format!("gAAAA{:032x}", rand::random::<u128>());
-    sh.state.lock().unwrap().tokens.push(token.clone());
-    let base = &sh.base_url;
-    let volume_type = sh.config.lock().unwrap().volume_service_type.clone();
-    let ep = |url: String, id: &str| {
-        json!([
-            { "id": format!("{id}-pub"), "interface": "public", "region": "RegionOne", "region_id": "RegionOne", "url": url },
-            { "id": format!("{id}-int"), "interface": "internal", "region": "RegionOne", "region_id": "RegionOne", "url": url },
-        ])
-    };
-    let catalog = json!([
-        { "id": "svc-identity", "type": "identity", "name": "keystone", "endpoints": ep(format!("{base}/identity"), "e1") },
-        { "id": "svc-compute", "type": "compute", "name": "nova", "endpoints": ep(format!("{base}/compute/v2.1"), "e2") },
-        { "id": "svc-network", "type": "network", "name": "neutron", "endpoints": ep(format!("{base}/network"), "e3") },
-        { "id": "svc-volume", "type": volume_type, "name": "cinderv3", "endpoints": ep(format!("{base}/volume/v3/{PROJECT_ID}"), "e4") },
-    ]);
-    let body = json!({ "token": {
-        "methods": methods,
-        "expires_at": humantime::format_rfc3339_micros(std::time::SystemTime::now() + Duration::from_secs(3600)).to_string(),
-        "issued_at": humantime::format_rfc3339_micros(std::time::SystemTime::now()).to_string(),
-        "audit_ids": ["3T2dc1CGQxyJsHdDu1xkcw"],
-        "user": { "id": "9349aff8be7545ac9d2f1d00999a23cd", "name": USERNAME,
-            "domain": { "id": "default", "name": "Default" }, "password_expires_at": "2030-01-01T00:00:00.000000" },
-        "project": { "id": PROJECT_ID, "name": PROJECT, "domain": { "id": "default", "name": "Default" } },
-        "roles": [{ "id": "r-member", "name": "member" }],
-        "is_domain": false,
-        "catalog": catalog,
-    }});
-    let mut resp = (StatusCode::CREATED, Json(body)).into_response();
-    resp.headers_mut().insert(
-        "X-Subject-Token",
-        HeaderValue::from_str(&token).expect("ascii"),
-    );
-    resp
-}
-
-async fn require_token(State(sh): S, req: Request, next: Next) -> Response {
-    let token = req
-        .headers()
-        .get("X-Auth-Token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let valid = sh.state.lock().unwrap().tokens.iter().any(|t| t == token);
-    if !valid {
-        return err(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "The request you have made requires authentication.",
-        );
-    }
-    next.run(req).await
-}
-
-// ---------- microversions ----------
-
-/// The requested microversion of `service` (`compute` / `volume`), default `min`.
-fn requested(headers: &HeaderMap, service: &str, legacy: Option<&str>) -> Option<String> {
-    let from_new = headers
-        .get_all("OpenStack-API-Version")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|v| {
-            let (svc, ver) = v.trim().split_once(' ')?;
-            (svc.eq_ignore_ascii_case(service)).then(|| ver.trim().to_owned())
-        });
-    from_new.or_else(|| {
-        legacy
-            .and_then(|h| headers.get(h))
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    })
-}
-
-async fn negotiate(
-    mut req: Request,
-    next: Next,
-    service: &str,
-    legacy: Option<&'static str>,
-    min: Mv,
-    max: Mv,
-) -> Response {
-    let mv = match requested(req.headers(), service, legacy).as_deref() {
-        None => min,
-        Some("latest") => max,
-        Some(v) => match Mv::parse(v) {
-            Some(mv) if mv >= min && mv <= max && mv.0 == min.0 => mv,
-            _ => {
-                return err(
-                    StatusCode::NOT_ACCEPTABLE,
-                    "computeFault",
-                    format!("Version {v} is not supported by the API. Minimum is {min} and maximum is {max}."),
-                )
-            }
-        },
-    };
-    req.extensions_mut().insert(mv);
-    let mut resp = next.run(req).await;
-    let h = resp.headers_mut();
-    h.insert(
-        "OpenStack-API-Version",
-        HeaderValue::from_str(&format!("{service} {mv}")).expect("ascii"),
-    );
-    if let Some(l) = legacy {
-        h.insert(l, HeaderValue::from_str(&mv.to_string()).expect("ascii"));
-    }
-    h.insert("Vary", HeaderValue::from_static("OpenStack-API-Version"));
-    resp
-}
-
-async fn compute_version(State(sh): S, req: Request, next: Next) -> Response {
-    let max = sh.config.lock().unwrap().max_compute;
-    negotiate(
-        req,
-        next,
-        "compute",
-        Some("X-OpenStack-Nova-API-Version"),
-        Mv(2, 1),
-        max,
-    )
-    .await
-}
-
-async fn volume_version(State(sh): S, req: Request, next: Next) -> Response {
-    let max = sh.config.lock().unwrap().max_volume;
-    negotiate(req, next, "volume", None, Mv(3, 0), max).await
-}
-
-// ---------- Nova ----------
+use super::*;
 
 fn compute_base(sh: &Shared) -> String {
     format!("{}/compute/v2.1", sh.base_url)
@@ -291,7 +40,11 @@ fn policy_filter(sh: &Shared, mut v: Value) -> Value {
     v
 }
 
-async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -> Response {
+pub(super) async fn list_servers(
+    State(sh): S,
+    Extension(mv): Extension<Mv>,
+    Query(q): Q,
+) -> Response {
     let st = sh.state.lock().unwrap();
     let base = compute_base(&sh);
     let servers: Vec<Value> = st
@@ -312,7 +65,7 @@ async fn list_servers(State(sh): S, Extension(mv): Extension<Mv>, Query(q): Q) -
     Json(json!({ "servers": servers })).into_response()
 }
 
-async fn show_server(
+pub(super) async fn show_server(
     State(sh): S,
     Extension(mv): Extension<Mv>,
     Path(id): Path<String>,
@@ -327,7 +80,7 @@ async fn show_server(
     }
 }
 
-async fn create_server(
+pub(super) async fn create_server(
     State(sh): S,
     Extension(mv): Extension<Mv>,
     Json(body): Json<Value>,
@@ -549,7 +302,7 @@ fn unbind(p: &mut SPort) {
     p.status = "DOWN".into();
 }
 
-async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {
+pub(super) async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {
     {
         let mut st = sh.state.lock().unwrap();
         let Some(s) = st.servers.get_mut(&id) else {
@@ -577,7 +330,11 @@ async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {
     StatusCode::NO_CONTENT.into_response()
 }
 
-async fn server_action(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+pub(super) async fn server_action(
+    State(sh): S,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     if !sh.state.lock().unwrap().servers.contains_key(&id) {
         return not_found(&format!("Instance {id}"));
     }
@@ -608,7 +365,7 @@ fn busy(s: &SServer, what: &str) -> Option<Response> {
     None
 }
 
-async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Response {
+pub(super) async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
     let Some(s) = st.servers.get(&id) else {
         return not_found(&format!("Instance {id}"));
@@ -622,7 +379,11 @@ async fn list_volume_attachments(State(sh): S, Path(id): Path<String>) -> Respon
     Json(json!({ "volumeAttachments": list })).into_response()
 }
 
-async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
+pub(super) async fn attach_volume(
+    State(sh): S,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
     let vol = body["volumeAttachment"]["volumeId"]
         .as_str()
         .unwrap_or("")
@@ -680,7 +441,10 @@ async fn attach_volume(State(sh): S, Path(id): Path<String>, Json(body): Json<Va
         .into_response()
 }
 
-async fn detach_volume(State(sh): S, Path((id, vol)): Path<(String, String)>) -> Response {
+pub(super) async fn detach_volume(
+    State(sh): S,
+    Path((id, vol)): Path<(String, String)>,
+) -> Response {
     let host_up;
     {
         let mut st = sh.state.lock().unwrap();
@@ -733,7 +497,7 @@ async fn detach_volume(State(sh): S, Path((id, vol)): Path<(String, String)>) ->
     StatusCode::ACCEPTED.into_response()
 }
 
-async fn list_interfaces(State(sh): S, Path(id): Path<String>) -> Response {
+pub(super) async fn list_interfaces(State(sh): S, Path(id): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
     let Some(s) = st.servers.get(&id) else {
         return not_found(&format!("Instance {id}"));
@@ -748,7 +512,10 @@ async fn list_interfaces(State(sh): S, Path(id): Path<String>) -> Response {
     Json(json!({ "interfaceAttachments": list })).into_response()
 }
 
-async fn detach_interface(State(sh): S, Path((id, port)): Path<(String, String)>) -> Response {
+pub(super) async fn detach_interface(
+    State(sh): S,
+    Path((id, port)): Path<(String, String)>,
+) -> Response {
     let host_up;
     {
         let st = sh.state.lock().unwrap();
@@ -784,7 +551,7 @@ async fn detach_interface(State(sh): S, Path((id, port)): Path<(String, String)>
     StatusCode::ACCEPTED.into_response()
 }
 
-async fn list_flavors(State(sh): S) -> Response {
+pub(super) async fn list_flavors(State(sh): S) -> Response {
     let st = sh.state.lock().unwrap();
     let list: Vec<Value> = st
         .flavors
@@ -799,7 +566,7 @@ async fn list_flavors(State(sh): S) -> Response {
     Json(json!({ "flavors": list })).into_response()
 }
 
-async fn show_keypair(State(sh): S, Path(name): Path<String>) -> Response {
+pub(super) async fn show_keypair(State(sh): S, Path(name): Path<String>) -> Response {
     let st = sh.state.lock().unwrap();
     if !st.keypairs.contains(&name) {
         return not_found(&format!("Keypair {name} not found for user"));
@@ -811,203 +578,4 @@ async fn show_keypair(State(sh): S, Path(name): Path<String>) -> Response {
         "type": "ssh", "updated_at": null, "deleted_at": null } }),
     )
     .into_response()
-}
-
-// ---------- Neutron ----------
-
-async fn list_ports(State(sh): S, Query(q): Q) -> Response {
-    let st = sh.state.lock().unwrap();
-    let list: Vec<Value> = st
-        .ports
-        .values()
-        .filter(|p| {
-            query_matches(&q, "device_id", Some(&p.device_id))
-                && query_matches(&q, "name", Some(&p.name))
-                && query_matches(&q, "network_id", Some(&p.network_id))
-        })
-        .map(|p| st.render_port(p))
-        .collect();
-    Json(json!({ "ports": list })).into_response()
-}
-
-/// A list filter `?key=value`: absent matches everything.
-fn query_matches(q: &HashMap<String, String>, key: &str, value: Option<&str>) -> bool {
-    q.get(key)
-        .map(|want| value == Some(want.as_str()))
-        .unwrap_or(true)
-}
-
-async fn show_port(State(sh): S, Path(id): Path<String>) -> Response {
-    let st = sh.state.lock().unwrap();
-    match st.ports.get(&id) {
-        Some(p) => Json(json!({ "port": st.render_port(p) })).into_response(),
-        None => neutron_err(
-            StatusCode::NOT_FOUND,
-            "PortNotFound",
-            format!("Port {id} could not be found."),
-        ),
-    }
-}
-
-/// PUT a port: only `description` is updated (the watcher's lease); the rest is ignored.
-async fn update_port(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
-    let mut st = sh.state.lock().unwrap();
-    let Some(p) = st.ports.get_mut(&id) else {
-        return neutron_err(
-            StatusCode::NOT_FOUND,
-            "PortNotFound",
-            format!("Port {id} could not be found."),
-        );
-    };
-    if let Some(d) = body["port"]["description"].as_str() {
-        p.description = d.to_owned();
-    }
-    let p = p.clone();
-    Json(json!({ "port": st.render_port(&p) })).into_response()
-}
-
-async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
-    let b = &body["port"];
-    let mut st = sh.state.lock().unwrap();
-    let wanted = b["fixed_ips"][0]["ip_address"].as_str().map(str::to_owned);
-    let ip = match wanted {
-        Some(ip) => {
-            if st.ports.values().any(|p| p.ip == ip) {
-                return neutron_err(
-                    StatusCode::CONFLICT,
-                    "IpAddressAlreadyAllocated",
-                    format!("IP address {ip} already allocated in subnet {SUBNET_ID}"),
-                );
-            }
-            ip
-        }
-        None => sh.alloc_ip(&mut st),
-    };
-    let id = st.id("port");
-    let port = SPort {
-        id: id.clone(),
-        name: b["name"].as_str().unwrap_or("").to_owned(),
-        network_id: b["network_id"].as_str().unwrap_or(NETWORK_ID).to_owned(),
-        subnet_id: SUBNET_ID.into(),
-        ip,
-        mac: "fa:16:3e:00:02:02".into(),
-        device_id: String::new(),
-        device_owner: String::new(),
-        host_id: String::new(),
-        status: "DOWN".into(),
-        created_at: now_rfc3339(),
-        nova_created: false,
-        security_groups: b["security_groups"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|g| g.as_str().map(str::to_owned))
-                    .collect()
-            })
-            .unwrap_or_default(),
-        description: String::new(),
-    };
-    let v = st.render_port(&port);
-    st.ports.insert(id, port);
-    (StatusCode::CREATED, Json(json!({ "port": v }))).into_response()
-}
-
-async fn list_fips(State(sh): S, Query(q): Q) -> Response {
-    let st = sh.state.lock().unwrap();
-    let list: Vec<Value> = st
-        .fips
-        .values()
-        .filter(|f| {
-            query_matches(&q, "port_id", f.port_id.as_deref())
-                && query_matches(&q, "floating_ip_address", Some(&f.address))
-        })
-        .map(|f| st.render_fip(f))
-        .collect();
-    Json(json!({ "floatingips": list })).into_response()
-}
-
-async fn show_fip(State(sh): S, Path(id): Path<String>) -> Response {
-    let st = sh.state.lock().unwrap();
-    match st.fips.get(&id) {
-        Some(f) => Json(json!({ "floatingip": st.render_fip(f) })).into_response(),
-        None => neutron_err(
-            StatusCode::NOT_FOUND,
-            "FloatingIPNotFound",
-            format!("Floating IP {id} could not be found"),
-        ),
-    }
-}
-
-async fn update_fip(State(sh): S, Path(id): Path<String>, Json(body): Json<Value>) -> Response {
-    let b = &body["floatingip"];
-    let port = b["port_id"].as_str().map(str::to_owned);
-    let v = {
-        let mut st = sh.state.lock().unwrap();
-        if !st.fips.contains_key(&id) {
-            return neutron_err(
-                StatusCode::NOT_FOUND,
-                "FloatingIPNotFound",
-                format!("Floating IP {id} could not be found"),
-            );
-        }
-        let mut fixed = None;
-        if let Some(p) = &port {
-            let Some(port) = st.ports.get(p) else {
-                return neutron_err(
-                    StatusCode::NOT_FOUND,
-                    "PortNotFound",
-                    format!("Port {p} could not be found."),
-                );
-            };
-            fixed = Some(
-                b["fixed_ip_address"]
-                    .as_str()
-                    .map(str::to_owned)
-                    .unwrap_or(port.ip.clone()),
-            );
-            if st
-                .fips
-                .values()
-                .any(|f| f.id != id && f.port_id.as_deref() == Some(p))
-            {
-                return neutron_err(
-                    StatusCode::CONFLICT,
-                    "FloatingIPPortAlreadyAssociated",
-                    format!("Port {p} already has a floating IP"),
-                );
-            }
-        }
-        let f = st.fips.get_mut(&id).expect("checked");
-        f.port_id = port.clone();
-        f.fixed_ip = fixed;
-        f.status = "DOWN".into();
-        let f = f.clone();
-        st.render_fip(&f)
-    };
-    if port.is_some() {
-        let delay = sh.config.lock().unwrap().fip;
-        let sh2 = sh.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
-            if let Some(f) = sh2.state.lock().unwrap().fips.get_mut(&id) {
-                if f.port_id.is_some() {
-                    f.status = "ACTIVE".into();
-                }
-            }
-        });
-    }
-    Json(json!({ "floatingip": v })).into_response()
-}
-
-// ---------- Cinder ----------
-
-async fn show_volume(State(sh): S, Path((project, id)): Path<(String, String)>) -> Response {
-    if project != PROJECT_ID {
-        return not_found(&format!("Project {project}"));
-    }
-    let st = sh.state.lock().unwrap();
-    match st.volumes.get(&id) {
-        Some(v) => Json(json!({ "volume": st.render_volume(v) })).into_response(),
-        None => not_found(&format!("Volume {id}")),
-    }
 }
