@@ -149,3 +149,71 @@ fn watcher_never_acts_when_the_cloud_is_unreachable() {
         "the old server untouched"
     );
 }
+
+/// Two watchers race for the lease: a rival's renewal lands between this watcher's read of
+/// the port and its write. The write is conditional on the revision it read (`If-Match`),
+/// so it loses (412), the watcher reads again, sees the rival's live lease and stands by:
+/// the server in ERROR is left to the rival, never rebuilt by both. A plain write would
+/// overwrite the rival's lease and recover.
+#[test]
+fn a_rival_lease_written_between_read_and_write_wins() {
+    let w = World::new();
+    w.wait_manager_ready();
+    let inventory = save_inventory(&w);
+    w.sim
+        .set_server_error(&w.seeded.server_id, "hypervisor failure");
+    let far = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600;
+    let rival = format!("cfy-recover-watch owner=rival-watcher expires={far} last_recovery=0");
+    let port_path = format!("/ports/{}", w.seeded.port_id);
+    w.sim.add_fault(
+        FaultRule::new(
+            Some("PUT"),
+            &port_path,
+            FaultKind::RivalWrite {
+                description: rival.clone(),
+            },
+        )
+        .times(u32::MAX),
+    );
+    let metrics = w.dir.path().join("watch.prom");
+    let log = w.dir.path().join("watch.log");
+    let log_file = std::fs::File::create(&log).unwrap();
+    let _watcher = spawn_watcher(&w, &inventory, &metrics, Stdio::from(log_file));
+
+    let not_leader = "cfy_recover_watch_decisions_total{decision=\"not_leader\"}";
+    poll("not-leader decisions", Duration::from_secs(90), || {
+        metric(&metrics, not_leader) >= 3
+    });
+    assert_eq!(metric(&metrics, "cfy_recover_watch_recoveries_total"), 0);
+    assert_eq!(metric(&metrics, "cfy_recover_watch_leader"), 0);
+    let text = std::fs::read_to_string(&log).unwrap();
+    assert!(
+        text.contains("watcher rival-watcher holds the lease"),
+        "{text}"
+    );
+    let refused = w
+        .sim
+        .seen()
+        .into_iter()
+        .filter(|s| s.method == "PUT" && s.path.ends_with(&port_path) && s.status == 412)
+        .count();
+    assert_eq!(refused, 1, "the one stale write was refused");
+    let description = w
+        .sim
+        .with_state(|st| st.ports[&w.seeded.port_id].description.clone());
+    assert_eq!(description, rival, "the rival's lease stands");
+    assert!(
+        !w.state_dir.join("journal.json").exists(),
+        "no recovery started"
+    );
+    let servers = w.sim.servers();
+    assert_eq!(servers.len(), 1);
+    assert_eq!(
+        servers[0].id, w.seeded.server_id,
+        "the old server untouched"
+    );
+}

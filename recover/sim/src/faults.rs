@@ -1,6 +1,7 @@
 //! Fault injection for the simulator: per route (method + path substring) and per call count,
 //! answer an error status (before or after doing the work), delay (a client timeout), or drop
-//! the connection (before or after doing the work).
+//! the connection (before or after doing the work), or let a rival client's port update land
+//! first (a race no real cloud produces on demand).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +29,10 @@ pub enum FaultKind {
     DropAfter,
     /// Answer `status` (429, 413, 503) with `Retry-After: retry_after_s`, doing nothing.
     Throttle { status: u16, retry_after_s: u64 },
+    /// Another client's update of the same port lands just before this call: the port
+    /// (`/ports/<id>` in the path) gets `description`, its revision bumped as Neutron does;
+    /// then the call goes on as usual.
+    RivalWrite { description: String },
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -102,6 +107,17 @@ fn dropped() -> Response {
     Response::new(Body::from_stream(stream))
 }
 
+/// A rival's update of the port a request names, applied before the request itself.
+fn rival_write(shared: &Shared, path: &str, description: String) {
+    let Some((_, id)) = path.split_once("/ports/") else {
+        return;
+    };
+    if let Some(p) = shared.state.lock().unwrap().ports.get_mut(id) {
+        p.description = description;
+        p.revision += 2;
+    }
+}
+
 /// The middleware: records every API request and applies the first matching fault.
 pub async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) -> Response {
     let method = req.method().to_string();
@@ -137,6 +153,10 @@ pub async fn layer(State(shared): State<Arc<Shared>>, req: Request, next: Next) 
         Some(FaultKind::StatusAfter { status }) => {
             let _ = next.run(req).await;
             error_response(status)
+        }
+        Some(FaultKind::RivalWrite { description }) => {
+            rival_write(&shared, &path, description);
+            next.run(req).await
         }
         Some(FaultKind::DropAfter) => {
             let _ = next.run(req).await;

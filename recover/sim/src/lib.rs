@@ -260,6 +260,7 @@ impl Sim {
                 nova_created: nova_port,
                 security_groups: vec!["sg-manager".into()],
                 description: String::new(),
+                revision: 1,
             },
         );
         let home = sh.dir.join("volumes").join(&vol_id);

@@ -67,6 +67,8 @@ pub struct SPort {
     pub security_groups: Vec<String>,
     /// Free text (cfy-recover's watcher keeps its lease here).
     pub description: String,
+    /// Neutron's `revision_number`: bumped on every change, checked by `If-Match`.
+    pub revision: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -286,7 +288,7 @@ impl State {
             "dns_name": "",
             "created_at": p.created_at,
             "updated_at": now_rfc3339(),
-            "revision_number": 1,
+            "revision_number": p.revision,
             "tags": [],
         })
     }

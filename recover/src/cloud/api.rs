@@ -291,6 +291,27 @@ impl Cloud {
         .map(|_| ())
     }
 
+    /// Set the description only if the port is still at `revision` (Neutron's
+    /// `If-Match: revision_number=N`); a port changed since it was read answers 412
+    /// ([`CloudError::is_precondition_failed`]) and is left as it is.
+    pub async fn set_port_description_if(
+        &self,
+        id: &str,
+        text: &str,
+        revision: u64,
+    ) -> Result<(), CloudError> {
+        self.call_with(
+            Service::Network,
+            Method::PUT,
+            &format!("/ports/{id}"),
+            Some(&json!({ "port": { "description": text } })),
+            Retry::Idempotent,
+            &[("If-Match", format!("revision_number={revision}"))],
+        )
+        .await
+        .map(|_| ())
+    }
+
     pub async fn volume(&self, id: &str) -> Result<Option<Volume>, CloudError> {
         found(
             self.get(Service::Volume, &format!("/volumes/{id}"), "volume")

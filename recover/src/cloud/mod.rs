@@ -145,6 +145,10 @@ impl CloudError {
     pub fn is_conflict(&self) -> bool {
         self.status() == Some(409)
     }
+    /// A conditional update (`If-Match`) found the resource changed since it was read.
+    pub fn is_precondition_failed(&self) -> bool {
+        self.status() == Some(412)
+    }
     /// Worth another try: 5xx (but 501), transport failures.
     pub fn is_transient(&self) -> bool {
         match self {
@@ -308,6 +312,20 @@ impl Cloud {
         body: Option<&Value>,
         retry: Retry,
     ) -> Result<Value, CloudError> {
+        self.call_with(service, method, path, body, retry, &[])
+            .await
+    }
+
+    /// [`Cloud::call`] with extra request headers (e.g. `If-Match`).
+    pub async fn call_with(
+        &self,
+        service: Service,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        retry: Retry,
+        headers: &[(&str, String)],
+    ) -> Result<Value, CloudError> {
         let mut attempt = 0;
         let mut reauthed = false;
         let mut throttled_for = Duration::ZERO;
@@ -322,6 +340,7 @@ impl Cloud {
                     &method,
                     path,
                     body,
+                    headers,
                 )
                 .await;
             match result {
@@ -378,6 +397,7 @@ impl Cloud {
         method: &Method,
         path: &str,
         body: Option<&Value>,
+        headers: &[(&str, String)],
     ) -> Result<Value, CloudError> {
         let base = match service {
             Service::Compute => &endpoints.compute,
@@ -405,6 +425,9 @@ impl Cloud {
                 );
             }
             Service::Network => {}
+        }
+        for (name, value) in headers {
+            req = req.header(*name, value);
         }
         if let Some(b) = body {
             req = req.json(b);

@@ -122,6 +122,9 @@ pub struct Port {
     /// Free text; the watcher keeps its lease here (see `watch`).
     #[serde(default)]
     pub description: Option<String>,
+    /// Neutron's counter of changes to the port, for `If-Match` conditional updates.
+    #[serde(default)]
+    pub revision_number: Option<u64>,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize, PartialEq, Eq)]

@@ -169,6 +169,7 @@ pub(super) async fn create_server(
                     nova_created: true,
                     security_groups: vec!["default".into()],
                     description: String::new(),
+                    revision: 1,
                 },
             );
             ports.push(pid);
@@ -178,6 +179,7 @@ pub(super) async fn create_server(
         let p = st.ports.get_mut(pid).expect("checked");
         p.device_id = id.clone();
         p.device_owner = "compute:nova".into();
+        p.revision += 1;
     }
     let metadata = b["metadata"]
         .as_object()
@@ -249,6 +251,7 @@ pub(super) async fn create_server(
                 if let Some(p) = st.ports.get_mut(&p) {
                     p.status = "ACTIVE".into();
                     p.host_id = host.clone();
+                    p.revision += 1;
                 }
             }
         }
@@ -300,6 +303,7 @@ fn unbind(p: &mut SPort) {
     p.device_owner.clear();
     p.host_id.clear();
     p.status = "DOWN".into();
+    p.revision += 1;
 }
 
 pub(super) async fn delete_server(State(sh): S, Path(id): Path<String>) -> Response {

@@ -30,9 +30,13 @@ pub(super) async fn show_port(State(sh): S, Path(id): Path<String>) -> Response 
 }
 
 /// PUT a port: only `description` is updated (the watcher's lease); the rest is ignored.
+/// As in Neutron, `If-Match: revision_number=N` makes the update conditional (412 when
+/// the port has moved on), and one update bumps the revision twice: the answer shows N+1,
+/// the next read N+2 (measured on Zed's ML2: the update and its follow-up commit).
 pub(super) async fn update_port(
     State(sh): S,
     Path(id): Path<String>,
+    headers: HeaderMap,
     Json(body): Json<Value>,
 ) -> Response {
     let mut st = sh.state.lock().unwrap();
@@ -43,11 +47,33 @@ pub(super) async fn update_port(
             format!("Port {id} could not be found."),
         );
     };
+    if let Some(wanted) = if_match_revision(&headers) {
+        if wanted != p.revision {
+            return neutron_err(
+                StatusCode::PRECONDITION_FAILED,
+                "RevisionNumberConstraintFailed",
+                format!(
+                    "Constrained to {wanted}, but current revision is {}",
+                    p.revision
+                ),
+            );
+        }
+    }
     if let Some(d) = body["port"]["description"].as_str() {
         p.description = d.to_owned();
     }
-    let p = p.clone();
-    Json(json!({ "port": st.render_port(&p) })).into_response()
+    p.revision += 1;
+    let answered = p.clone();
+    p.revision += 1;
+    Json(json!({ "port": st.render_port(&answered) })).into_response()
+}
+
+/// The revision an `If-Match: revision_number=N` header asks for, if any.
+fn if_match_revision(headers: &HeaderMap) -> Option<u64> {
+    let value = headers.get("if-match")?.to_str().ok()?;
+    value
+        .split(',')
+        .find_map(|v| v.trim().strip_prefix("revision_number=")?.parse().ok())
 }
 
 pub(super) async fn create_port(State(sh): S, Json(body): Json<Value>) -> Response {
@@ -90,6 +116,7 @@ pub(super) async fn create_port(State(sh): S, Json(body): Json<Value>) -> Respon
             })
             .unwrap_or_default(),
         description: String::new(),
+        revision: 1,
     };
     let v = st.render_port(&port);
     st.ports.insert(id, port);
