@@ -82,6 +82,7 @@ fn bad_inputs_are_refused_before_any_change() {
                 nova_created: false,
                 security_groups: vec![],
                 description: String::new(),
+                revision: 1,
             },
         );
         st.fips.insert(

@@ -339,8 +339,7 @@ impl Cloud {
                     service,
                     &method,
                     path,
-                    body,
-                    headers,
+                    Outgoing { body, headers },
                 )
                 .await;
             match result {
@@ -389,6 +388,7 @@ impl Cloud {
         }
     }
 
+    /// One try of a call (no retries, no re-authentication).
     async fn send_once(
         &self,
         endpoints: &Endpoints,
@@ -396,8 +396,7 @@ impl Cloud {
         service: Service,
         method: &Method,
         path: &str,
-        body: Option<&Value>,
-        headers: &[(&str, String)],
+        Outgoing { body, headers }: Outgoing<'_>,
     ) -> Result<Value, CloudError> {
         let base = match service {
             Service::Compute => &endpoints.compute,
@@ -556,6 +555,12 @@ fn describe(e: &reqwest::Error) -> String {
         }
         msg
     }
+}
+
+/// What a request sends besides its method and path: the JSON body and extra headers.
+struct Outgoing<'a> {
+    body: Option<&'a Value>,
+    headers: &'a [(&'a str, String)],
 }
 
 #[cfg(test)]
