@@ -278,35 +278,26 @@ impl Cloud {
         decode(&v, "floatingip", "update floating IP")
     }
 
-    /// PUT the port's description (the watcher's lease).
-    pub async fn set_port_description(&self, id: &str, text: &str) -> Result<(), CloudError> {
-        self.call(
-            Service::Network,
-            Method::PUT,
-            &format!("/ports/{id}"),
-            Some(&json!({ "port": { "description": text } })),
-            Retry::Idempotent,
-        )
-        .await
-        .map(|_| ())
-    }
-
-    /// Set the description only if the port is still at `revision` (Neutron's
-    /// `If-Match: revision_number=N`); a port changed since it was read answers 412
-    /// ([`CloudError::is_precondition_failed`]) and is left as it is.
-    pub async fn set_port_description_if(
+    /// PUT the port's description (the watcher's lease). With `revision`, only if the port
+    /// is still at it (Neutron's `If-Match: revision_number=N`): a port changed since it was
+    /// read answers 412 ([`CloudError::is_precondition_failed`]) and is left as it is.
+    pub async fn set_port_description(
         &self,
         id: &str,
         text: &str,
-        revision: u64,
+        revision: Option<u64>,
     ) -> Result<(), CloudError> {
+        let if_match: Vec<_> = revision
+            .map(|r| ("If-Match", format!("revision_number={r}")))
+            .into_iter()
+            .collect();
         self.call_with(
             Service::Network,
             Method::PUT,
             &format!("/ports/{id}"),
             Some(&json!({ "port": { "description": text } })),
             Retry::Idempotent,
-            &[("If-Match", format!("revision_number={revision}"))],
+            &if_match,
         )
         .await
         .map(|_| ())

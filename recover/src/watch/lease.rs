@@ -167,10 +167,7 @@ async fn swap_lease(
             Err(view) => return view,
         };
         let text = lease.encode();
-        let written = match read.revision {
-            Some(rev) => cloud.set_port_description_if(port, &text, rev).await,
-            None => cloud.set_port_description(port, &text).await,
-        };
+        let written = cloud.set_port_description(port, &text, read.revision).await;
         match written {
             Ok(()) if read.revision.is_some() => return LeaseView::Ours,
             Ok(()) => return read_back(cloud, port, me).await,
